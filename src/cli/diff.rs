@@ -1,0 +1,154 @@
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{print_json, Color, Output, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK};
+use crate::diff::{colorize, diff_sets, ChangeKind, ObjectChange};
+use crate::manifest::{self, Rendered, Report};
+use crate::source::git::Revision;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The revision to compare from (a commit, branch or tag).
+    #[arg(long, value_name = "REV")]
+    pub from: Option<String>,
+    /// The revision to compare to.
+    #[arg(long, value_name = "REV", default_value = "HEAD")]
+    pub to: String,
+    /// The git repository (or any directory inside it).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub repo: PathBuf,
+    /// Only manifests under this path, relative to the top of the repository.
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    #[arg(short = 'o', long, value_enum, default_value_t)]
+    pub output: Output,
+    #[arg(long, value_enum, default_value_t)]
+    pub color: Color,
+    /// List changed objects without their diffs.
+    #[arg(long)]
+    pub summary: bool,
+}
+
+#[derive(Serialize)]
+struct Side {
+    rev: String,
+    commit: String,
+    valid: bool,
+    diagnostics: Vec<Rendered>,
+}
+
+#[derive(Serialize)]
+struct Counts {
+    added: usize,
+    removed: usize,
+    changed: usize,
+}
+
+#[derive(Serialize)]
+struct JsonDiff<'a> {
+    from: Side,
+    to: Side,
+    changes: &'a [ObjectChange],
+    summary: Counts,
+}
+
+fn side(rev: &Revision, report: &Report) -> Side {
+    Side {
+        rev: rev.rev.clone(),
+        commit: rev.commit.to_string(),
+        valid: !report.has_errors(),
+        diagnostics: report.rendered(),
+    }
+}
+
+pub fn run(args: Args) -> u8 {
+    let Some(from) = args.from.as_deref() else {
+        eprintln!("rampart diff: give `--from REV` (and optionally `--to REV`, default HEAD) to compare two revisions");
+        return EXIT_ERROR;
+    };
+    let prefix = args.path.clone().unwrap_or_default();
+    let open = |rev: &str| Revision::open(&args.repo, rev, &prefix);
+    let (a, b) = match (open(from), open(&args.to)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("rampart diff: {}", error_chain(&e));
+            return EXIT_ERROR;
+        }
+    };
+    let (ra, rb) = (manifest::check(&a), manifest::check(&b));
+    let changes = diff_sets(&ra.set, &rb.set);
+    let count = |k: ChangeKind| changes.iter().filter(|c| c.change == k).count();
+    let counts = Counts {
+        added: count(ChangeKind::Added),
+        removed: count(ChangeKind::Removed),
+        changed: count(ChangeKind::Changed),
+    };
+    let invalid = ra.has_errors() || rb.has_errors();
+    match args.output {
+        Output::Json => print_json(&JsonDiff {
+            from: side(&a, &ra),
+            to: side(&b, &rb),
+            changes: &changes,
+            summary: counts,
+        }),
+        Output::Text => {
+            let color = args.color.enabled();
+            let short = |r: &Revision| r.commit.to_string()[..10].to_string();
+            let under = if prefix.as_os_str().is_empty() {
+                String::new()
+            } else {
+                format!(" under {}", prefix.display())
+            };
+            println!("diff {} ({}) -> {} ({}){under}", a.rev, short(&a), b.rev, short(&b));
+            for (rev, report) in [(&a, &ra), (&b, &rb)] {
+                if report.has_errors() {
+                    println!("\nrevision {} ({}) does not validate:", rev.rev, short(rev));
+                    for d in report.rendered() {
+                        println!("{}", d.to_text());
+                    }
+                }
+            }
+            for c in &changes {
+                let (mark, word) = match c.change {
+                    ChangeKind::Added => ("+", "added"),
+                    ChangeKind::Removed => ("-", "removed"),
+                    ChangeKind::Changed => ("~", "changed"),
+                };
+                println!("\n{mark} {}/{} {word}", c.kind, c.name);
+                if !args.summary {
+                    print!("{}", if color { colorize(&c.diff) } else { c.diff.clone() });
+                }
+            }
+            if changes.is_empty() {
+                println!("\nno changes");
+            } else {
+                println!(
+                    "\n{} objects differ: {} added, {} removed, {} changed",
+                    changes.len(),
+                    counts.added,
+                    counts.removed,
+                    counts.changed
+                );
+            }
+        }
+    }
+    if invalid {
+        EXIT_ERROR
+    } else if changes.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FINDINGS
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

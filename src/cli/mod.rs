@@ -1,0 +1,95 @@
+//! The `rampart` command line. Each subcommand parses its arguments, calls into the library
+//! and prints; no decision is made here.
+
+mod diff;
+mod generate;
+mod schema;
+mod validate;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit status of a command that compares or checks: 0 clean, 1 findings, 2 could not run.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FINDINGS: u8 = 1;
+pub const EXIT_ERROR: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rampart",
+    version,
+    about = "Keeps clusters of virtualization hosts highly available from manifests in git",
+    long_about = "Rampart reconciles nodes, fence devices, DRBD volumes, libvirt VMs and floating IPs \
+                  from YAML manifests kept in git. See README.md for a tour."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check manifests: schema, references, placement, fencing, quorum, secrets.
+    Validate(validate::Args),
+    /// Write the JSON Schemas of the manifest kinds.
+    Schema(schema::Args),
+    /// Show what a new revision of the manifests changes.
+    Diff(diff::Args),
+    /// Generate a synthetic cluster repository (for benchmarks and experiments).
+    #[command(hide = true)]
+    Generate(generate::Args),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Color {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    pub fn enabled(self) -> bool {
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { EXIT_OK });
+        }
+    };
+    let code = match cli.command {
+        Command::Validate(a) => validate::run(a),
+        Command::Schema(a) => schema::run(a),
+        Command::Diff(a) => diff::run(a),
+        Command::Generate(a) => generate::run(a),
+    };
+    ExitCode::from(code)
+}
+
+/// Print a JSON value on stdout.
+pub(crate) fn print_json(v: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("rampart: cannot render JSON: {e}"),
+    }
+}

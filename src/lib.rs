@@ -1,0 +1,13 @@
+//! Rampart: keeps clusters of virtualization hosts highly available from YAML manifests in git.
+//!
+//! The modules follow the data flow of `DESIGN.md`:
+//! - [`source`]: where manifests come from (a directory, a git revision);
+//! - [`manifest`]: the manifest kinds, loading, validation and JSON Schemas;
+//! - [`diff`]: what changes between two revisions;
+//! - [`cli`]: the `rampart` command.
+
+pub mod cli;
+pub mod diff;
+pub mod manifest;
+pub mod source;
+pub mod synth;

@@ -1,0 +1,311 @@
+//! Types shared by several manifest kinds: the object envelope, metadata, durations,
+//! memory sizes and secret references.
+//!
+//! Every type here parses strictly (unknown fields are errors) and generates its own JSON
+//! Schema, so the schemas in `schemas/` and the parser can never disagree.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// The only `apiVersion` this release understands.
+pub const API_VERSION: &str = "rampart.dev/v1alpha1";
+
+/// The `apiVersion`/`kind`/`metadata`/`spec` envelope every manifest document has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Object<S> {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: S,
+}
+
+/// Identity of an object. `name` is unique per kind within a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    /// Lower-case letters, digits and `-`, at most 63 characters (a DNS label).
+    pub name: String,
+    /// Free-form labels; nodes are selected by them (for example by a VirtualIP).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Free-form notes for people; Rampart never acts on them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A span of time written the way admins write it: `500ms`, `10s`, `2m`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Duration(pub std::time::Duration);
+
+impl Duration {
+    pub const fn from_secs(s: u64) -> Self {
+        Duration(std::time::Duration::from_secs(s))
+    }
+    pub const fn from_millis(ms: u64) -> Self {
+        Duration(std::time::Duration::from_millis(ms))
+    }
+    pub fn as_millis(&self) -> u128 {
+        self.0.as_millis()
+    }
+    pub fn is_zero(&self) -> bool {
+        self.0.is_zero()
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as `500ms`, `10s` or `2m`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+                humantime::parse_duration(v.trim()).map(Duration).map_err(|e| {
+                    E::custom(format_args!(
+                        "invalid duration `{v}` ({e}); write it with a unit, like `500ms`, `10s` or `2m`"
+                    ))
+                })
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+                Err(E::custom(format_args!(
+                    "duration `{v}` has no unit; write `{v}s` for seconds or `{v}ms` for milliseconds"
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+                self.visit_u64(v.unsigned_abs())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+                Err(E::custom(format_args!(
+                    "duration `{v}` has no unit; write it like `1500ms` or `1.5s`"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A duration with a unit: `500ms`, `10s`, `2m`, `1h 30m`.",
+            "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*[a-zA-Zµ]+(\\s*[0-9]+(\\.[0-9]+)?\\s*[a-zA-Zµ]+)*\\s*$"
+        })
+    }
+}
+
+/// An amount of memory: `512MiB`, `4GiB`, `1TiB`. Held in MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Memory {
+    pub mib: u64,
+}
+
+impl Memory {
+    pub const fn mib(mib: u64) -> Self {
+        Memory { mib }
+    }
+    pub const fn gib(gib: u64) -> Self {
+        Memory { mib: gib * 1024 }
+    }
+
+    pub fn parse(s: &str) -> Result<Memory, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid memory size `{s}`; write it like `512MiB` or `4GiB`"))?;
+        let factor = match unit.trim() {
+            "MiB" | "Mi" | "M" => 1,
+            "GiB" | "Gi" | "G" => 1024,
+            "TiB" | "Ti" | "T" => 1024 * 1024,
+            "" => {
+                return Err(format!(
+                    "memory size `{s}` has no unit; write `{n}MiB` or `{n}GiB`"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "unknown memory unit `{other}` in `{s}`; use MiB, GiB or TiB"
+                ))
+            }
+        };
+        n.checked_mul(factor)
+            .map(Memory::mib)
+            .ok_or_else(|| format!("memory size `{s}` is too large"))
+    }
+}
+
+impl fmt::Display for Memory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.mib % (1024 * 1024) == 0 && self.mib != 0 {
+            write!(f, "{}TiB", self.mib / (1024 * 1024))
+        } else if self.mib % 1024 == 0 && self.mib != 0 {
+            write!(f, "{}GiB", self.mib / 1024)
+        } else {
+            write!(f, "{}MiB", self.mib)
+        }
+    }
+}
+
+impl Serialize for Memory {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Memory {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Memory;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a memory size such as `512MiB` or `4GiB`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Memory, E> {
+                Memory::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Memory, E> {
+                Err(E::custom(format_args!(
+                    "memory size `{v}` has no unit; write `{v}MiB` or `{v}GiB`"
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Memory, E> {
+                self.visit_u64(v.unsigned_abs())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for Memory {
+    fn schema_name() -> Cow<'static, str> {
+        "Memory".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A memory size with a binary unit: `512MiB`, `4GiB`, `1TiB`.",
+            "pattern": "^\\s*[0-9]+\\s*(MiB|Mi|M|GiB|Gi|G|TiB|Ti|T)\\s*$"
+        })
+    }
+}
+
+/// Where a secret lives. Secrets are never written into the manifests themselves: git history
+/// keeps everything forever. A plain string in a secret's place is read as `Inline` so that
+/// validation can point at it and say how to move it out, instead of failing with a type error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    /// Read from a file on the node that uses it (mode 0600, owned by root).
+    File(PathBuf),
+    /// Read from an environment variable of the Rampart process.
+    Env(String),
+    /// Written inline in the manifest: always a validation error.
+    Inline,
+}
+
+impl Serialize for SecretRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1))?;
+        match self {
+            SecretRef::File(p) => m.serialize_entry("file", p)?,
+            SecretRef::Env(v) => m.serialize_entry("env", v)?,
+            // The value was never kept; only its presence is.
+            SecretRef::Inline => m.serialize_entry("inline", "<redacted>")?,
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SecretRef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a secret reference: `{file: PATH}` or `{env: VARIABLE}`")
+            }
+            // A scalar here is a secret pasted inline. Keep nothing of it.
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<SecretRef, E> {
+                Ok(SecretRef::Inline)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<SecretRef, E> {
+                Ok(SecretRef::Inline)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<SecretRef, E> {
+                Ok(SecretRef::Inline)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<SecretRef, E> {
+                Ok(SecretRef::Inline)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SecretRef, A::Error> {
+                let mut out = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if out.is_some() {
+                        return Err(de::Error::custom(
+                            "a secret reference takes exactly one of `file` or `env`",
+                        ));
+                    }
+                    out = Some(match key.as_str() {
+                        "file" => SecretRef::File(map.next_value()?),
+                        "env" => SecretRef::Env(map.next_value()?),
+                        other => return Err(de::Error::unknown_field(other, &["file", "env"])),
+                    });
+                }
+                out.ok_or_else(|| {
+                    de::Error::custom("a secret reference takes exactly one of `file` or `env`")
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for SecretRef {
+    fn schema_name() -> Cow<'static, str> {
+        "SecretRef".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Where a secret is kept: a file on the node or an environment variable. Never the secret itself.",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": { "file": { "type": "string", "description": "Path of a root-only file holding the secret." } },
+                    "required": ["file"],
+                    "additionalProperties": false
+                },
+                {
+                    "type": "object",
+                    "properties": { "env": { "type": "string", "description": "Name of an environment variable holding the secret." } },
+                    "required": ["env"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
+}

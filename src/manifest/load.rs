@@ -1,0 +1,374 @@
+//! From files to typed objects. Every problem becomes a diagnostic; loading never stops at
+//! the first one and never panics, whatever the bytes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::diag::{Anchor, Diagnostic};
+use super::{Entry, Kind, ManifestSet, Object, Origin, SourceFile, API_VERSION};
+use crate::source::{resolve_relative, Source};
+
+/// Load every manifest file of `source` into a [`ManifestSet`].
+pub fn load(source: &dyn Source) -> (ManifestSet, Vec<Diagnostic>) {
+    let mut set = ManifestSet::default();
+    let mut diags = Vec::new();
+    for raw in source.manifest_files() {
+        let file = set.files.len();
+        let bytes = match raw.content {
+            Ok(b) => b,
+            Err(msg) => {
+                set.files.push(SourceFile {
+                    path: raw.path,
+                    text: Arc::from(""),
+                });
+                diags.push(Diagnostic::error("unreadable-file", Anchor::File(file), msg));
+                continue;
+            }
+        };
+        let text: Arc<str> = match String::from_utf8(bytes) {
+            Ok(s) => Arc::from(s),
+            Err(e) => {
+                let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+                let text = String::from_utf8_lossy(good);
+                let line = text.matches('\n').count() + 1;
+                let column = text.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                set.files.push(SourceFile {
+                    path: raw.path,
+                    text: Arc::from(""),
+                });
+                diags.push(
+                    Diagnostic::error(
+                        "not-utf8",
+                        Anchor::Pos { file, line, column },
+                        format!(
+                            "file is not UTF-8 text (invalid byte at offset {})",
+                            e.utf8_error().valid_up_to()
+                        ),
+                    )
+                    .hint("manifests are UTF-8 YAML; is this a binary file in the manifest tree?"),
+                );
+                continue;
+            }
+        };
+        set.files.push(SourceFile {
+            path: raw.path,
+            text: text.clone(),
+        });
+        load_file(&mut set, &mut diags, file, &text);
+    }
+    resolve_domain_xml(source, &mut set, &mut diags);
+    (set, diags)
+}
+
+fn load_file(set: &mut ManifestSet, diags: &mut Vec<Diagnostic>, file: usize, text: &str) {
+    let mut documents = 0;
+    for (doc, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = match serde_yaml::Value::deserialize(de) {
+            Ok(v) => v,
+            Err(e) => {
+                let mut d = yaml_error(file, &e);
+                // serde_yaml places a duplicate key at its mapping; point at the repeat instead.
+                if e.to_string().contains("duplicate entry") {
+                    if let Some((doc, path)) = super::span::SpanIndex::build(text).first_duplicate() {
+                        d.anchor = Origin { file, doc }.key(path);
+                    }
+                }
+                diags.push(d);
+                // The parser cannot resynchronise after a syntax error.
+                return;
+            }
+        };
+        if value.is_null() {
+            continue; // an empty document, as between `---` lines
+        }
+        documents += 1;
+        load_document(set, diags, Origin { file, doc }, value);
+    }
+    if documents == 0 {
+        diags.push(
+            Diagnostic::error("empty-file", Anchor::File(file), "file holds no manifest")
+                .hint("add a manifest to it or delete it"),
+        );
+    }
+}
+
+fn yaml_error(file: usize, e: &serde_yaml::Error) -> Diagnostic {
+    let anchor = match e.location() {
+        Some(l) => Anchor::Pos {
+            file,
+            line: l.line(),
+            column: l.column(),
+        },
+        None => Anchor::File(file),
+    };
+    let msg = strip_location(&e.to_string());
+    let hint = if msg.contains("duplicate") {
+        "a key may appear only once in a mapping; remove or merge the repeated one"
+    } else if msg.contains("recursion limit") {
+        "the document nests too deeply to be a manifest"
+    } else if msg.contains("repetition limit") || msg.contains("alias") {
+        "the document expands too many aliases to be a manifest"
+    } else {
+        "fix the YAML syntax; a tab in indentation or an unclosed quote or bracket are common causes"
+    };
+    Diagnostic::error("yaml-syntax", anchor, format!("invalid YAML: {msg}")).hint(hint)
+}
+
+/// serde_yaml appends " at line L column C" to its messages; the location is printed in front.
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn load_document(
+    set: &mut ManifestSet,
+    diags: &mut Vec<Diagnostic>,
+    origin: Origin,
+    value: serde_yaml::Value,
+) {
+    let Some(map) = value.as_mapping() else {
+        diags.push(
+            Diagnostic::error(
+                "not-a-manifest",
+                origin.at(""),
+                "document is not a mapping with `apiVersion`, `kind`, `metadata` and `spec`",
+            )
+            .hint("every YAML document in the manifest tree must be a Rampart manifest"),
+        );
+        return;
+    };
+    match map.get("apiVersion").map(|v| v.as_str()) {
+        None => {
+            diags.push(
+                Diagnostic::error("missing-field", origin.at(""), "missing field `apiVersion`")
+                    .hint(format!("add `apiVersion: {API_VERSION}` at the top of the document")),
+            );
+            return;
+        }
+        Some(Some(API_VERSION)) => {}
+        Some(other) => {
+            let shown = other.map(str::to_string).unwrap_or_else(|| "(not a string)".into());
+            diags.push(
+                Diagnostic::error(
+                    "unknown-api-version",
+                    origin.at("apiVersion"),
+                    format!("unknown apiVersion `{shown}`"),
+                )
+                .hint(format!("this version of Rampart reads `apiVersion: {API_VERSION}`")),
+            );
+            return;
+        }
+    }
+    let kind_str = match map.get("kind") {
+        None => {
+            diags.push(
+                Diagnostic::error("missing-field", origin.at(""), "missing field `kind`")
+                    .hint(format!("add `kind:` with one of {}", kind_list())),
+            );
+            return;
+        }
+        Some(k) => k.as_str().unwrap_or("").to_string(),
+    };
+    let Some(kind) = Kind::parse(&kind_str) else {
+        let mut d = Diagnostic::error(
+            "unknown-kind",
+            origin.at("kind"),
+            format!("unknown kind `{kind_str}`"),
+        );
+        d = match did_you_mean(&kind_str, Kind::ALL.iter().map(|k| k.as_str())) {
+            Some(s) => d.hint(format!("did you mean `{s}`? The kinds are {}", kind_list())),
+            None => d.hint(format!("the kinds are {}", kind_list())),
+        };
+        diags.push(d);
+        return;
+    };
+    match kind {
+        Kind::Cluster => {
+            if let Some(o) = typed(diags, origin, kind, value) {
+                set.clusters.push(Entry { object: o, origin });
+            }
+        }
+        Kind::Node => insert(&mut set.nodes, &set.files, diags, origin, kind, value),
+        Kind::FenceDevice => insert(&mut set.fence_devices, &set.files, diags, origin, kind, value),
+        Kind::Volume => insert(&mut set.volumes, &set.files, diags, origin, kind, value),
+        Kind::VirtualMachine => insert(&mut set.vms, &set.files, diags, origin, kind, value),
+        Kind::VirtualIP => insert(&mut set.vips, &set.files, diags, origin, kind, value),
+    }
+}
+
+fn kind_list() -> String {
+    Kind::ALL
+        .iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn insert<S: DeserializeOwned>(
+    map: &mut BTreeMap<String, Entry<Object<S>>>,
+    files: &[SourceFile],
+    diags: &mut Vec<Diagnostic>,
+    origin: Origin,
+    kind: Kind,
+    value: serde_yaml::Value,
+) {
+    let Some(object) = typed::<S>(diags, origin, kind, value) else {
+        return;
+    };
+    let name = object.metadata.name.clone();
+    match map.get(&name) {
+        Some(first) => diags.push(
+            Diagnostic::error(
+                "duplicate-name",
+                origin.at("metadata.name"),
+                format!("{kind} `{name}` is defined twice"),
+            )
+            .hint(format!(
+                "names are unique per kind; the first definition is in {} (document {}); rename or remove one",
+                files[first.origin.file].path.display(),
+                first.origin.doc + 1
+            )),
+        ),
+        None => {
+            map.insert(name, Entry { object, origin });
+        }
+    }
+}
+
+fn typed<S: DeserializeOwned>(
+    diags: &mut Vec<Diagnostic>,
+    origin: Origin,
+    kind: Kind,
+    value: serde_yaml::Value,
+) -> Option<Object<S>> {
+    match serde_path_to_error::deserialize::<_, Object<S>>(value) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            diags.push(schema_error(origin, kind, &e));
+            None
+        }
+    }
+}
+
+/// Turn a serde error into a diagnostic at the field it is about, with a hint.
+fn schema_error(
+    origin: Origin,
+    kind: Kind,
+    e: &serde_path_to_error::Error<serde_yaml::Error>,
+) -> Diagnostic {
+    let path = e.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    let msg = strip_location(&e.inner().to_string());
+    let schema = format!("schemas/{}.schema.json", kind.file_stem());
+    if let Some(rest) = msg.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        let expected: Vec<&str> = rest.split('`').skip(2).step_by(2).collect();
+        let hint = match did_you_mean(field, expected.iter().copied()) {
+            Some(s) => format!("did you mean `{s}`? Otherwise remove it (see {schema})"),
+            None if expected.is_empty() => format!("remove it (see {schema})"),
+            None => format!(
+                "remove it; the fields here are {} (see {schema})",
+                expected.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        return Diagnostic::error("unknown-field", origin.key(path), format!("unknown field `{field}`"))
+            .hint(hint);
+    }
+    if let Some(rest) = msg.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        let at = if path.is_empty() { "the document".to_string() } else { format!("`{path}`") };
+        return Diagnostic::error("missing-field", origin.key(path.clone()), format!("missing field `{field}`"))
+            .hint(format!("add `{field}:` to {at} (see {schema})"));
+    }
+    if msg.starts_with("unknown variant") {
+        return Diagnostic::error("invalid-value", origin.at(path), msg.replace(", expected", "; expected"))
+            .hint(format!("use one of the listed values (see {schema})"));
+    }
+    Diagnostic::error("invalid-value", origin.at(path), msg)
+        .hint(format!("see {schema} for what this field takes"))
+}
+
+/// The closest candidate within a small edit distance, for "did you mean" hints.
+pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let w = word.to_ascii_lowercase();
+    candidates
+        .map(|c| (edit_distance(&w, &c.to_ascii_lowercase()), c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn resolve_domain_xml(source: &dyn Source, set: &mut ManifestSet, diags: &mut Vec<Diagnostic>) {
+    let mut found = BTreeMap::new();
+    for (name, e) in &set.vms {
+        let Some(rel) = e.object.spec.domain.as_ref().and_then(|d| d.xml_file.as_ref()) else {
+            continue;
+        };
+        let path = resolve_relative(&set.files[e.origin.file].path, rel);
+        match source.read(&path).map(String::from_utf8) {
+            Ok(Ok(xml)) if !xml.trim().is_empty() => {
+                found.insert(name.clone(), Arc::from(xml));
+            }
+            Ok(Ok(_)) => diags.push(
+                Diagnostic::error(
+                    "domain-xml",
+                    e.origin.at("spec.domain.xmlFile"),
+                    format!("domain XML file {} is empty", path.display()),
+                )
+                .hint("put the libvirt domain XML in it, or describe the domain in the manifest"),
+            ),
+            Ok(Err(_)) => diags.push(Diagnostic::error(
+                "domain-xml",
+                e.origin.at("spec.domain.xmlFile"),
+                format!("domain XML file {} is not UTF-8 text", path.display()),
+            )),
+            Err(err) => diags.push(
+                Diagnostic::error(
+                    "domain-xml",
+                    e.origin.at("spec.domain.xmlFile"),
+                    format!("cannot read domain XML file {}: {err}", path.display()),
+                )
+                .hint("the path is relative to the manifest's own file"),
+            ),
+        }
+    }
+    for (name, e) in &set.vms {
+        if let Some(xml) = e.object.spec.domain.as_ref().and_then(|d| d.xml.as_ref()) {
+            found.insert(name.clone(), Arc::from(xml.as_str()));
+        }
+    }
+    set.domain_xml = found;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn did_you_mean_finds_near_misses_only() {
+        let kinds = ["Cluster", "Node", "VirtualMachine"];
+        assert_eq!(did_you_mean("Nodes", kinds.into_iter()), Some("Node"));
+        assert_eq!(did_you_mean("virtualmachine", kinds.into_iter()), Some("VirtualMachine"));
+        assert_eq!(did_you_mean("Banana", kinds.into_iter()), None);
+    }
+}

@@ -1,0 +1,274 @@
+//! Positions of fields in YAML text, by path.
+//!
+//! serde_yaml parses the documents; this index re-reads a file with an event parser that
+//! keeps positions and records, for each path (`spec.replicas[1].node`), where its key and its
+//! value start. Paths use the same notation as `serde_path_to_error`, so a deserialization
+//! error and a validation rule locate fields the same way.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+use super::diag::Part;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Pos {
+    line: usize,
+    column: usize,
+}
+
+impl From<Marker> for Pos {
+    fn from(m: Marker) -> Self {
+        // yaml-rust2 counts lines from 1 and columns from 0.
+        Pos {
+            line: m.line(),
+            column: m.col() + 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Spans {
+    key: Option<Pos>,
+    value: Pos,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SpanIndex {
+    docs: Vec<HashMap<String, Spans>>,
+    duplicate: Option<(usize, String)>,
+}
+
+enum Frame {
+    Map {
+        path: String,
+        key: Option<String>,
+        key_pos: Option<Pos>,
+        seen: std::collections::HashSet<String>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
+    /// Inside a complex (non-scalar) mapping key: nothing in it is addressable.
+    Opaque { depth: usize },
+}
+
+struct Builder {
+    docs: Vec<HashMap<String, Spans>>,
+    stack: Vec<Frame>,
+    /// The first key repeated within one mapping: (document, path).
+    duplicate: Option<(usize, String)>,
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+impl Builder {
+    /// A node (scalar, alias, mapping or sequence start) begins at `pos`. Returns its path, or
+    /// `None` when the node is a mapping key (recorded, not a value).
+    fn node(&mut self, pos: Pos, scalar: Option<&str>) -> Option<String> {
+        let doc = self.docs.last_mut()?;
+        match self.stack.last_mut() {
+            None => {
+                doc.insert(String::new(), Spans { key: None, value: pos });
+                Some(String::new())
+            }
+            Some(Frame::Opaque { .. }) => None,
+            Some(Frame::Map {
+                path,
+                key,
+                key_pos,
+                seen,
+            }) => match key.take() {
+                None => {
+                    // This node is a key.
+                    let k = scalar.unwrap_or("?").to_string();
+                    if scalar.is_some() && !seen.insert(k.clone()) && self.duplicate.is_none() {
+                        let p = join(path, &k);
+                        // Record the repeat's own position under the path.
+                        doc.insert(p.clone(), Spans { key: Some(pos), value: pos });
+                        self.duplicate = Some((self.docs.len() - 1, p));
+                    }
+                    *key = Some(k);
+                    *key_pos = Some(pos);
+                    None
+                }
+                Some(k) => {
+                    let p = join(path, &k);
+                    doc.insert(p.clone(), Spans { key: key_pos.take(), value: pos });
+                    Some(p)
+                }
+            },
+            Some(Frame::Seq { path, next }) => {
+                let p = format!("{path}[{next}]");
+                *next += 1;
+                doc.insert(p.clone(), Spans { key: None, value: pos });
+                Some(p)
+            }
+        }
+    }
+
+    fn is_key_position(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        let pos = Pos::from(mark);
+        if self.docs.is_empty() && !matches!(ev, Event::DocumentStart | Event::StreamStart) {
+            self.docs.push(HashMap::new());
+        }
+        if let Some(Frame::Opaque { depth }) = self.stack.last_mut() {
+            match ev {
+                Event::MappingStart(..) | Event::SequenceStart(..) => *depth += 1,
+                Event::MappingEnd | Event::SequenceEnd => {
+                    *depth -= 1;
+                    if *depth == 0 {
+                        self.stack.pop();
+                        // The complex key is done; its value comes next.
+                        if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                            *key = Some("?".into());
+                        }
+                    }
+                }
+                _ => {}
+            }
+            return;
+        }
+        match ev {
+            Event::DocumentStart => {
+                self.docs.push(HashMap::new());
+                self.stack.clear();
+            }
+            Event::Scalar(ref v, ..) => {
+                self.node(pos, Some(v));
+            }
+            Event::Alias(_) => {
+                self.node(pos, None);
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                if self.is_key_position() {
+                    self.stack.push(Frame::Opaque { depth: 1 });
+                    return;
+                }
+                let path = self.node(pos, None).unwrap_or_default();
+                self.stack.push(if matches!(ev, Event::MappingStart(..)) {
+                    Frame::Map {
+                        path,
+                        key: None,
+                        key_pos: None,
+                        seen: Default::default(),
+                    }
+                } else {
+                    Frame::Seq { path, next: 0 }
+                });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+impl SpanIndex {
+    /// Index every document of `text`. A syntax error ends the index where it occurs; paths
+    /// after it fall back to their nearest indexed parent.
+    pub fn build(text: &str) -> SpanIndex {
+        let mut b = Builder {
+            docs: Vec::new(),
+            stack: Vec::new(),
+            duplicate: None,
+        };
+        let mut parser = Parser::new_from_str(text);
+        let _ = parser.load(&mut b, true);
+        SpanIndex {
+            docs: b.docs,
+            duplicate: b.duplicate,
+        }
+    }
+
+    /// The first mapping key that appears twice in its mapping, as (document, path).
+    pub fn first_duplicate(&self) -> Option<(usize, String)> {
+        self.duplicate.clone()
+    }
+
+    /// Line and column (1-based) of `path` in document `doc`. Falls back to the nearest
+    /// parent that exists, then to the start of the file.
+    pub fn locate(&self, doc: usize, path: &str, part: Part) -> (usize, usize) {
+        let Some(map) = self.docs.get(doc) else {
+            return (1, 1);
+        };
+        let mut p = path;
+        loop {
+            if let Some(s) = map.get(p) {
+                let pos = match part {
+                    Part::Key => s.key.unwrap_or(s.value),
+                    Part::Value => s.value,
+                };
+                return (pos.line, pos.column);
+            }
+            if p.is_empty() {
+                return (1, 1);
+            }
+            p = parent(p);
+        }
+    }
+}
+
+/// `a.b[2].c` -> `a.b[2]` -> `a.b` -> `a` -> ``.
+fn parent(p: &str) -> &str {
+    match p.rfind(['.', '[']) {
+        Some(i) => &p[..i],
+        None => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "\
+apiVersion: v1
+kind: Node
+spec:
+  fencing:
+    - devices:
+        - device: ipmi
+          plug: \"3\"
+---
+kind: Other
+spec: {a: 1, b: [x, y]}
+";
+
+    #[test]
+    fn locates_keys_values_and_sequence_items() {
+        let ix = SpanIndex::build(TEXT);
+        assert_eq!(ix.locate(0, "kind", Part::Key), (2, 1));
+        assert_eq!(ix.locate(0, "kind", Part::Value), (2, 7));
+        assert_eq!(ix.locate(0, "spec.fencing[0].devices[0].device", Part::Key), (6, 11));
+        assert_eq!(ix.locate(0, "spec.fencing[0].devices[0].plug", Part::Value), (7, 17));
+        assert_eq!(ix.locate(1, "spec.b[1]", Part::Value), (10, 21));
+    }
+
+    #[test]
+    fn unknown_paths_fall_back_to_the_nearest_parent() {
+        let ix = SpanIndex::build(TEXT);
+        assert_eq!(ix.locate(0, "spec.fencing[0].nope", Part::Key), ix.locate(0, "spec.fencing[0]", Part::Key));
+        assert_eq!(ix.locate(7, "x", Part::Key), (1, 1));
+    }
+
+    #[test]
+    fn complex_keys_do_not_confuse_the_index() {
+        let ix = SpanIndex::build("? [a, b]\n: 1\nc: 2\n");
+        assert_eq!(ix.locate(0, "c", Part::Key), (3, 1));
+    }
+}
