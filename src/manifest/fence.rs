@@ -32,9 +32,14 @@ pub struct FenceDeviceSpec {
 pub struct FenceAgent {
     /// The agent's executable name, found on `PATH` (for example `fence_ipmilan`).
     pub name: String,
-    /// Agent options as on its stdin (`ip`, `username`, `lanplus`, `cipher`, ...).
-    /// Never a password: put those in `credentials`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Agent options as on its stdin (`ip`, `username`, `lanplus`, `cipher`, ...). Numbers
+    /// and booleans are passed as written. Never a password: put those in `credentials`.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "scalar_map"
+    )]
+    #[schemars(schema_with = "scalar_map_schema")]
     pub parameters: BTreeMap<String, String>,
     /// Secrets passed on the agent's stdin, keyed by option name (usually `password`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -58,6 +63,35 @@ pub struct Redfish {
 
 fn default_true() -> bool {
     true
+}
+
+/// A map whose values may be written as strings, numbers or booleans (`lanplus: 1`), all
+/// passed to the agent as text.
+fn scalar_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    use serde::de::Error;
+    let raw = BTreeMap::<String, serde_yaml::Value>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(k, v)| {
+            let s = match v {
+                serde_yaml::Value::String(s) => s,
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => if b { "1" } else { "0" }.to_string(),
+                _ => {
+                    return Err(D::Error::custom(format_args!(
+                        "parameter `{k}` must be a string, number or boolean"
+                    )))
+                }
+            };
+            Ok((k, s))
+        })
+        .collect()
+}
+
+fn scalar_map_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "additionalProperties": { "type": ["string", "number", "boolean"] }
+    })
 }
 
 /// Agent parameter names that carry secrets and so must come from `credentials`.

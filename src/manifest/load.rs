@@ -70,10 +70,13 @@ fn load_file(set: &mut ManifestSet, diags: &mut Vec<Diagnostic>, file: usize, te
             Ok(v) => v,
             Err(e) => {
                 let mut d = yaml_error(file, &e);
-                // serde_yaml places a duplicate key at its mapping; point at the repeat instead.
+                // serde_yaml places a duplicate key at its mapping; point at the repeat instead,
+                // when the index found it in the same document (the two parsers can disagree on
+                // what is a duplicate, `1` and `"1"` for example).
                 if e.to_string().contains("duplicate entry") {
-                    if let Some((doc, path)) = super::span::SpanIndex::build(text).first_duplicate() {
-                        d.anchor = Origin { file, doc }.key(path);
+                    match super::span::SpanIndex::build(text).first_duplicate() {
+                        Some((d_doc, path)) if d_doc == doc => d.anchor = Origin { file, doc }.key(path),
+                        _ => {}
                     }
                 }
                 diags.push(d);
@@ -104,25 +107,83 @@ fn yaml_error(file: usize, e: &serde_yaml::Error) -> Diagnostic {
         },
         None => Anchor::File(file),
     };
-    let msg = strip_location(&e.to_string());
+    let mut msg = strip_location(&e.to_string(), e.location());
+    // `spec: duplicate entry with key "cpus"` -> `duplicate key `cpus` in `spec``.
+    if let Some(i) = msg.find("duplicate entry with key ") {
+        let key = msg[i + "duplicate entry with key ".len()..].trim_matches('"');
+        let within = msg[..i].trim_end_matches(": ");
+        msg = if within.is_empty() || within == "." {
+            format!("duplicate key `{key}`")
+        } else {
+            format!("duplicate key `{key}` in `{within}`")
+        };
+    }
+    // libyaml names where an unclosed construct began in its context: ", while scanning a
+    // quoted scalar at line L column C". That is where the fix goes.
+    let opened = |what: &str| {
+        msg.split_once(what)
+            .and_then(|(_, rest)| rest.strip_prefix(" at "))
+            .map(str::to_string)
+    };
     let hint = if msg.contains("duplicate") {
-        "a key may appear only once in a mapping; remove or merge the repeated one"
+        "a key may appear only once in a mapping; remove or merge the repeated one".to_string()
     } else if msg.contains("recursion limit") {
-        "the document nests too deeply to be a manifest"
+        "the document nests too deeply to be a manifest".to_string()
     } else if msg.contains("repetition limit") || msg.contains("alias") {
-        "the document expands too many aliases to be a manifest"
+        "the document expands too many aliases to be a manifest".to_string()
+    } else if msg.contains("tab character") {
+        "indent with spaces; YAML does not allow tabs in indentation".to_string()
+    } else if let Some(at) = opened("while scanning a quoted scalar") {
+        format!("close the quote opened at {at}")
+    } else if let Some(at) = opened("while parsing a flow sequence") {
+        format!("close the `[` opened at {at}, or add the missing `,` between its items")
+    } else if let Some(at) = opened("while parsing a flow mapping") {
+        format!("close the `{{` opened at {at}, or add the missing `,` between its entries")
     } else {
         "fix the YAML syntax; a tab in indentation or an unclosed quote or bracket are common causes"
+            .to_string()
     };
     Diagnostic::error("yaml-syntax", anchor, format!("invalid YAML: {msg}")).hint(hint)
 }
 
-/// serde_yaml appends " at line L column C" to its messages; the location is printed in front.
-fn strip_location(msg: &str) -> String {
-    match msg.find(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
+/// serde_yaml appends the problem's location (" at line L column C") to its messages; that
+/// location is printed in front, so it is removed here. Only that exact text goes: libyaml's
+/// context after it (", while parsing a flow sequence at line 3 column 14") says where an
+/// unclosed construct began, and a value quoted in a message may itself contain " at line ".
+fn strip_location(msg: &str, location: Option<serde_yaml::Location>) -> String {
+    let Some(l) = location else {
+        return msg.to_string();
+    };
+    for at in [
+        format!(" at line {} column {}", l.line(), l.column()),
+        format!(" at position {}", l.index()),
+    ] {
+        if let Some(i) = msg.find(&at) {
+            return format!("{}{}", &msg[..i], &msg[i + at.len()..]);
+        }
     }
+    msg.to_string()
+}
+
+/// serde's messages name Rust types (`expected u32`, `expected struct NodeAddresses`); say
+/// what to write instead.
+fn plain_expected(msg: &str) -> String {
+    let Some(i) = msg.rfind("expected ") else {
+        return msg.to_string();
+    };
+    let (head, expected) = msg.split_at(i + "expected ".len());
+    let plain = match expected {
+        "u8" => "a whole number from 0 to 255",
+        "u16" => "a whole number from 0 to 65535",
+        "u32" => "a whole number from 0 to 4294967295",
+        "u64" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        e if e.starts_with("struct ") || e == "a map" => "a mapping (`key: value` lines)",
+        e if e.starts_with("enum ") => "one of the values listed in the schema",
+        _ => return msg.to_string(),
+    };
+    format!("{head}{plain}")
 }
 
 fn load_document(
@@ -263,7 +324,7 @@ fn schema_error(
 ) -> Diagnostic {
     let path = e.path().to_string();
     let path = if path == "." { String::new() } else { path };
-    let msg = strip_location(&e.inner().to_string());
+    let msg = plain_expected(&strip_location(&e.inner().to_string(), e.inner().location()));
     let schema = format!("schemas/{}.schema.json", kind.file_stem());
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or_default();

@@ -12,7 +12,7 @@ use yaml_rust2::scanner::Marker;
 
 use super::diag::Part;
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 struct Pos {
     line: usize,
     column: usize,
@@ -46,6 +46,9 @@ enum Frame {
         key: Option<String>,
         key_pos: Option<Pos>,
         seen: std::collections::HashSet<String>,
+        /// No key read yet. yaml-rust2 marks a block mapping's start at the `:` after its
+        /// first key; the first key's own position is where the mapping really starts.
+        first: bool,
     },
     Seq {
         path: String,
@@ -86,9 +89,15 @@ impl Builder {
                 key,
                 key_pos,
                 seen,
+                first,
             }) => match key.take() {
                 None => {
                     // This node is a key.
+                    if std::mem::take(first) {
+                        if let Some(s) = doc.get_mut(path.as_str()) {
+                            s.value = s.value.min(pos);
+                        }
+                    }
                     let k = scalar.unwrap_or("?").to_string();
                     if scalar.is_some() && !seen.insert(k.clone()) && self.duplicate.is_none() {
                         let p = join(path, &k);
@@ -156,6 +165,11 @@ impl MarkedEventReceiver for Builder {
             }
             Event::MappingStart(..) | Event::SequenceStart(..) => {
                 if self.is_key_position() {
+                    // A complex key: its position still starts the mapping.
+                    self.node(pos, None);
+                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                        *key = None;
+                    }
                     self.stack.push(Frame::Opaque { depth: 1 });
                     return;
                 }
@@ -166,6 +180,7 @@ impl MarkedEventReceiver for Builder {
                         key: None,
                         key_pos: None,
                         seen: Default::default(),
+                        first: true,
                     }
                 } else {
                     Frame::Seq { path, next: 0 }
