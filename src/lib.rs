@@ -6,8 +6,15 @@
 //! - [`diff`]: what changes between two revisions;
 //! - [`cli`]: the `rampart` command.
 
+pub mod agent;
 pub mod cli;
 pub mod diff;
+pub mod invariants;
 pub mod manifest;
+pub mod model;
+pub mod planner;
+pub mod simulator;
+pub mod render;
 pub mod source;
+pub mod store;
 pub mod synth;

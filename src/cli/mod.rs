@@ -4,6 +4,7 @@
 mod diff;
 mod generate;
 mod schema;
+mod simulate;
 mod validate;
 
 use std::io::IsTerminal;
@@ -37,6 +38,8 @@ pub enum Command {
     Schema(schema::Args),
     /// Show what a new revision of the manifests changes.
     Diff(diff::Args),
+    /// What if a node dies? Run the planner and simulated hosts step by step.
+    Simulate(simulate::Args),
     /// Generate a synthetic cluster repository (for benchmarks and experiments).
     #[command(hide = true)]
     Generate(generate::Args),
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Validate(a) => validate::run(a),
         Command::Schema(a) => schema::run(a),
         Command::Diff(a) => diff::run(a),
+        Command::Simulate(a) => simulate::run(a),
         Command::Generate(a) => generate::run(a),
     };
     ExitCode::from(code)

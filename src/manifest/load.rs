@@ -24,7 +24,14 @@ pub fn load(source: &dyn Source) -> (ManifestSet, Vec<Diagnostic>) {
                     path: raw.path,
                     text: Arc::from(""),
                 });
-                diags.push(Diagnostic::error("unreadable-file", Anchor::File(file), msg));
+                let hint = if msg.contains("refused") {
+                    "is it a disk image, a dump or a log in the manifest tree? Move it out, or split the manifests into smaller files"
+                } else if msg.contains("link loop") {
+                    "a manifest tree must not link back into itself"
+                } else {
+                    "make the file readable by the user running rampart, or move it out of the manifest tree"
+                };
+                diags.push(Diagnostic::error("unreadable-file", Anchor::File(file), msg).hint(hint));
                 continue;
             }
         };
@@ -69,7 +76,7 @@ fn load_file(set: &mut ManifestSet, diags: &mut Vec<Diagnostic>, file: usize, te
         let value = match serde_yaml::Value::deserialize(de) {
             Ok(v) => v,
             Err(e) => {
-                let mut d = yaml_error(file, &e);
+                let mut d = yaml_error(file, text, &e);
                 // serde_yaml places a duplicate key at its mapping; point at the repeat instead,
                 // when the index found it in the same document (the two parsers can disagree on
                 // what is a duplicate, `1` and `"1"` for example).
@@ -98,13 +105,12 @@ fn load_file(set: &mut ManifestSet, diags: &mut Vec<Diagnostic>, file: usize, te
     }
 }
 
-fn yaml_error(file: usize, e: &serde_yaml::Error) -> Diagnostic {
+fn yaml_error(file: usize, text: &str, e: &serde_yaml::Error) -> Diagnostic {
     let anchor = match e.location() {
-        Some(l) => Anchor::Pos {
-            file,
-            line: l.line(),
-            column: l.column(),
-        },
+        Some(l) => {
+            let (line, column) = super::span::within_text(text, l.line(), l.column());
+            Anchor::Pos { file, line, column }
+        }
         None => Anchor::File(file),
     };
     let mut msg = strip_location(&e.to_string(), e.location());
@@ -119,7 +125,13 @@ fn yaml_error(file: usize, e: &serde_yaml::Error) -> Diagnostic {
         };
     }
     // libyaml names where an unclosed construct began in its context: ", while scanning a
-    // quoted scalar at line L column C". That is where the fix goes.
+    // quoted scalar at line L column C". That is where the fix goes. A context without a
+    // position (serde_yaml leaves out line 1 column 1) says nothing useful.
+    if let Some(i) = msg.find(", while ") {
+        if !msg[i..].contains(" at line ") {
+            msg.truncate(i);
+        }
+    }
     let opened = |what: &str| {
         msg.split_once(what)
             .and_then(|(_, rest)| rest.strip_prefix(" at "))
@@ -132,7 +144,13 @@ fn yaml_error(file: usize, e: &serde_yaml::Error) -> Diagnostic {
     } else if msg.contains("repetition limit") || msg.contains("alias") {
         "the document expands too many aliases to be a manifest".to_string()
     } else if msg.contains("tab character") {
+        // libyaml's context here ("while scanning a plain scalar" on the line above) misleads.
+        if let Some(i) = msg.find(", while ") {
+            msg.truncate(i);
+        }
         "indent with spaces; YAML does not allow tabs in indentation".to_string()
+    } else if msg.contains("did not find expected key") || msg.contains("mapping values are not allowed") {
+        "check the indentation: the keys of one mapping line up in the same column; quote a value that contains `: `".to_string()
     } else if let Some(at) = opened("while scanning a quoted scalar") {
         format!("close the quote opened at {at}")
     } else if let Some(at) = opened("while parsing a flow sequence") {
@@ -175,9 +193,9 @@ fn plain_expected(msg: &str) -> String {
     let plain = match expected {
         "u8" => "a whole number from 0 to 255",
         "u16" => "a whole number from 0 to 65535",
-        "u32" => "a whole number from 0 to 4294967295",
-        "u64" | "usize" => "a whole number, 0 or more",
-        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "u32" | "u64" | "usize" => "a whole number, 0 or more",
+        "i32" => "a whole number from -2147483648 to 2147483647",
+        "i8" | "i16" | "i64" | "isize" => "a whole number",
         "f32" | "f64" => "a number",
         e if e.starts_with("struct ") || e == "a map" => "a mapping (`key: value` lines)",
         e if e.starts_with("enum ") => "one of the values listed in the schema",
@@ -213,13 +231,15 @@ fn load_document(
         }
         Some(Some(API_VERSION)) => {}
         Some(other) => {
-            let shown = other.map(str::to_string).unwrap_or_else(|| "(not a string)".into());
+            let msg = match other {
+                Some(s) => format!("unknown apiVersion `{s}`"),
+                None => format!(
+                    "apiVersion is {}, not a version string",
+                    map.get("apiVersion").map_or("empty", shape)
+                ),
+            };
             diags.push(
-                Diagnostic::error(
-                    "unknown-api-version",
-                    origin.at("apiVersion"),
-                    format!("unknown apiVersion `{shown}`"),
-                )
+                Diagnostic::error("unknown-api-version", origin.at("apiVersion"), msg)
                 .hint(format!("this version of Rampart reads `apiVersion: {API_VERSION}`")),
             );
             return;
@@ -233,7 +253,20 @@ fn load_document(
             );
             return;
         }
-        Some(k) => k.as_str().unwrap_or("").to_string(),
+        Some(k) => match k.as_str() {
+            Some(s) => s.to_string(),
+            None => {
+                diags.push(
+                    Diagnostic::error(
+                        "unknown-kind",
+                        origin.at("kind"),
+                        format!("kind is {}, not the name of a kind", shape(k)),
+                    )
+                    .hint(format!("the kinds are {}", kind_list())),
+                );
+                return;
+            }
+        },
     };
     let Some(kind) = Kind::parse(&kind_str) else {
         let mut d = Diagnostic::error(
@@ -259,6 +292,20 @@ fn load_document(
         Kind::Volume => insert(&mut set.volumes, &set.files, diags, origin, kind, value),
         Kind::VirtualMachine => insert(&mut set.vms, &set.files, diags, origin, kind, value),
         Kind::VirtualIP => insert(&mut set.vips, &set.files, diags, origin, kind, value),
+    }
+}
+
+/// What a YAML value is, for messages about a value of the wrong shape.
+fn shape(v: &serde_yaml::Value) -> &'static str {
+    use serde_yaml::Value;
+    match v {
+        Value::Null => "empty",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value",
     }
 }
 

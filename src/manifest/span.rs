@@ -38,6 +38,8 @@ struct Spans {
 pub struct SpanIndex {
     docs: Vec<HashMap<String, Spans>>,
     duplicate: Option<(usize, String)>,
+    /// Characters on each line of the text, to keep positions inside it.
+    lines: Vec<usize>,
 }
 
 enum Frame {
@@ -208,6 +210,7 @@ impl SpanIndex {
         SpanIndex {
             docs: b.docs,
             duplicate: b.duplicate,
+            lines: line_lengths(text),
         }
     }
 
@@ -229,7 +232,7 @@ impl SpanIndex {
                     Part::Key => s.key.unwrap_or(s.value),
                     Part::Value => s.value,
                 };
-                return (pos.line, pos.column);
+                return clamp(&self.lines, pos.line, pos.column);
             }
             if p.is_empty() {
                 return (1, 1);
@@ -237,6 +240,40 @@ impl SpanIndex {
             p = parent(p);
         }
     }
+}
+
+/// Characters on each line of `text`, with line breaks as libyaml counts them (YAML 1.1: LF,
+/// CR, CRLF, NEL, LS and PS). A final line break ends the last line; it does not start another.
+fn line_lengths(text: &str) -> Vec<usize> {
+    let mut lines: Vec<usize> = vec![0];
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' if chars.peek() == Some(&'\n') => {}
+            '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' => lines.push(0),
+            _ => *lines.last_mut().unwrap() += 1,
+        }
+    }
+    if lines.len() > 1 && lines.last() == Some(&0) {
+        lines.pop();
+    }
+    lines
+}
+
+/// Both YAML parsers end a stream that lacks a final line break with one of their own, so a
+/// position at the end of such a file (an unclosed bracket, an empty value) lands on a line
+/// the file does not have. It belongs just after the last character.
+fn clamp(lines: &[usize], line: usize, column: usize) -> (usize, usize) {
+    if line >= 1 && line <= lines.len() {
+        (line, column.max(1))
+    } else {
+        (lines.len().max(1), lines.last().map_or(0, |n| *n) + 1)
+    }
+}
+
+/// [`clamp`] for a position reported by the YAML parser in `text`.
+pub(crate) fn within_text(text: &str, line: usize, column: usize) -> (usize, usize) {
+    clamp(&line_lengths(text), line, column)
 }
 
 /// `a.b[2].c` -> `a.b[2]` -> `a.b` -> `a` -> ``.
@@ -279,6 +316,30 @@ spec: {a: 1, b: [x, y]}
         let ix = SpanIndex::build(TEXT);
         assert_eq!(ix.locate(0, "spec.fencing[0].nope", Part::Key), ix.locate(0, "spec.fencing[0]", Part::Key));
         assert_eq!(ix.locate(7, "x", Part::Key), (1, 1));
+    }
+
+    #[test]
+    fn block_mappings_start_at_their_first_key() {
+        // yaml-rust2 marks a block mapping at the `:` of its first key.
+        let ix = SpanIndex::build("---\nkind: Node\nspec:\n  items:\n    - name: a\n      x: 1\n");
+        assert_eq!(ix.locate(0, "", Part::Value), (2, 1));
+        assert_eq!(ix.locate(0, "spec", Part::Value), (4, 3));
+        assert_eq!(ix.locate(0, "spec.items[0]", Part::Value), (5, 7));
+        // A flow mapping starts at its brace.
+        let ix = SpanIndex::build("spec: {a: 1}\n");
+        assert_eq!(ix.locate(0, "spec", Part::Value), (1, 7));
+    }
+
+    #[test]
+    fn positions_stay_inside_the_text() {
+        // Both parsers put the end of a stream without a final line break on a line after it.
+        assert_eq!(within_text("a: [b\n", 2, 1), (1, 6));
+        assert_eq!(within_text("a: [b", 2, 1), (1, 6));
+        assert_eq!(within_text("x: 1\r\na: [b\r\n", 3, 1), (2, 6));
+        assert_eq!(within_text("x: 1\na: b\n", 2, 4), (2, 4));
+        assert_eq!(within_text("", 2, 1), (1, 1));
+        let ix = SpanIndex::build("kind: Node\napiVersion: ");
+        assert_eq!(ix.locate(0, "apiVersion", Part::Value), (2, 13));
     }
 
     #[test]

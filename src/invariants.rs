@@ -1,0 +1,239 @@
+//! The one invariant checker for the safety rules of DESIGN.md, run over every plan and every
+//! simulated step in the tests, the simulator and the demo.
+//!
+//! It is written independently of the planner, in the plainest terms, so that a planner bug
+//! shows up as a violation here rather than being repeated.
+//!
+//! - S1: at most one node holds a VIP, runs a VM, or is DRBD Primary for a volume.
+//! - S2: work leaves an unreachable node only once it is fenced or past its self-fence deadline.
+//! - S3: a node whose lease has expired and that is still powered holds nothing.
+//! - S4: generations never go back, and grow whenever content changes.
+//! - S5: only a valid revision is ever planned — by construction: [`Desired`] can only be
+//!   built from a report without errors (see `Desired::from_report`).
+//! - S6: no automatic failback unless asked; VMs that may not fail over never move.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::manifest::cluster::{Failback, FencingPolicy};
+use crate::model::{Desired, HostReport, Lease, Observed, Placement, Time, VmTarget, VolumeRole};
+use crate::planner::Plan;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub rule: &'static str,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.rule, self.detail)
+    }
+}
+
+fn v(rule: &'static str, detail: String) -> Violation {
+    Violation { rule, detail }
+}
+
+/// Whether nothing can run on `node` any more: lease expired and fenced since, or past the
+/// self-fence deadline.
+fn safe(d: &Desired, o: &Observed, node: &str, now: Time) -> bool {
+    let Some(no) = o.nodes.get(node) else {
+        return true; // never seen: holds nothing
+    };
+    let since = match no.lease {
+        Lease::Alive => return false,
+        Lease::Expired(t) => t,
+        Lease::Never => Time(0),
+    };
+    if no.fence_attempts.iter().any(|a| a.ok && a.at >= since) {
+        return true;
+    }
+    let watchdog = d.nodes.get(node).and_then(|n| n.watchdog);
+    match (watchdog, d.cluster.fencing) {
+        (Some(w), _) => now >= since.plus(w),
+        (None, FencingPolicy::Disabled) => now >= since,
+        (None, FencingPolicy::Required) => false,
+    }
+}
+
+/// Checks over one planning round: the plan against its inputs.
+pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let now = plan.now;
+    let next = &plan.placement;
+
+    // S1 within the plan: one runner per VM, one Primary per volume, one holder per VIP.
+    let mut runners: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut primaries: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut vips: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (n, a) in &next.assignments {
+        for (vm, t) in &a.vms {
+            if matches!(t, VmTarget::Run | VmTarget::MigrateTo(_)) {
+                runners.entry(vm).or_default().push(n);
+            }
+        }
+        for (vol, r) in &a.volumes {
+            if *r == VolumeRole::Primary {
+                primaries.entry(vol).or_default().push(n);
+            }
+        }
+        for vip in &a.vips {
+            vips.entry(vip).or_default().push(n);
+        }
+    }
+    for (what, m) in [("vm", &runners), ("volume primary", &primaries), ("vip", &vips)] {
+        for (name, nodes) in m {
+            if nodes.len() > 1 {
+                out.push(v("S1", format!("{what} {name} assigned to {}", nodes.join(" and "))));
+            }
+        }
+    }
+
+    // S1/S2 across time: a resource newly given to a node must be held by no other node that
+    // could still be using it.
+    let holds = |r: &HostReport, kind: &str, name: &str| -> bool {
+        match kind {
+            "vm" => r.vm_active(name),
+            "volume primary" => r.primary(name),
+            _ => d.vips.get(name).is_some_and(|x| r.addresses.contains(&x.address)),
+        }
+    };
+    let prev_holds = |n: &str, kind: &str, name: &str| -> bool {
+        prev.assignments.get(n).is_some_and(|a| match kind {
+            "vm" => a.vms.contains_key(name),
+            "volume primary" => a.volumes.get(name) == Some(&VolumeRole::Primary),
+            _ => a.vips.contains(name),
+        })
+    };
+    let all_nodes: BTreeSet<&str> = o
+        .nodes
+        .keys()
+        .map(String::as_str)
+        .chain(prev.assignments.keys().map(String::as_str))
+        .collect();
+    for (kind, m) in [("vm", &runners), ("volume primary", &primaries), ("vip", &vips)] {
+        for (name, nodes) in m {
+            for t in nodes {
+                if prev_holds(t, kind, name) {
+                    continue; // not new here
+                }
+                for h in &all_nodes {
+                    if h == t {
+                        continue;
+                    }
+                    let report = o.nodes.get(*h).and_then(|x| x.report.as_ref());
+                    let observed = report.is_some_and(|r| holds(r, kind, name));
+                    let assigned = prev_holds(h, kind, name);
+                    if !observed && !assigned {
+                        continue;
+                    }
+                    let alive = o.nodes.get(*h).is_some_and(|x| x.lease == Lease::Alive);
+                    let ok = if alive {
+                        let prev_gen = prev.assignments.get(*h).map_or(0, |a| a.generation);
+                        !assigned && !observed && report.is_some_and(|r| r.generation >= prev_gen)
+                    } else {
+                        safe(d, o, h, now)
+                    };
+                    if !ok {
+                        let rule = if alive { "S1" } else { "S2" };
+                        out.push(v(
+                            rule,
+                            format!("{kind} {name} given to {t} while {h} may still hold it"),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    // S4: generations.
+    for (n, a) in &next.assignments {
+        if let Some(p) = prev.assignments.get(n) {
+            if a.generation < p.generation {
+                out.push(v("S4", format!("generation of {n} went back from {} to {}", p.generation, a.generation)));
+            }
+            if !a.same_content(p) && a.generation <= p.generation {
+                out.push(v("S4", format!("assignment of {n} changed without a new generation")));
+            }
+        }
+    }
+
+    // S6: pinned VMs never move; no failback unless asked.
+    for (vm, desc) in &d.vms {
+        let (Some(before), Some(after)) = (prev.vms.get(vm), next.vms.get(vm)) else {
+            continue;
+        };
+        if before == after || !desc.candidates.contains(before) {
+            continue; // unchanged, or the manifests moved it
+        }
+        if !desc.failover {
+            out.push(v("S6", format!("vm {vm} may not fail over but moved from {before} to {after}")));
+            continue;
+        }
+        let healthy = o.nodes.get(before).is_some_and(|x| x.lease == Lease::Alive)
+            && !o.operations.drained.contains(before);
+        if healthy && d.cluster.failback == Failback::None {
+            out.push(v("S6", format!("vm {vm} moved from healthy {before} to {after} without failback")));
+        }
+    }
+    out
+}
+
+/// What one host really has at a moment (in a simulation: the ground truth).
+#[derive(Debug, Clone)]
+pub struct HostTruth<'a> {
+    pub powered: bool,
+    /// The node's lease has expired (it is unreachable from the store's point of view).
+    pub lease_expired: bool,
+    pub host: &'a HostReport,
+}
+
+/// Checks over the real state of every host at one moment: S1 and S3.
+pub fn check_hosts(d: &Desired, hosts: &BTreeMap<String, HostTruth<'_>>) -> Vec<Violation> {
+    let mut out = Vec::new();
+    let mut vms: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut primaries: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut addrs: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (n, h) in hosts {
+        if !h.powered {
+            continue;
+        }
+        let r = h.host;
+        let active: Vec<&str> = r
+            .vms
+            .iter()
+            .filter(|(_, x)| x.state.is_active())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let prim: Vec<&str> = r
+            .volumes
+            .iter()
+            .filter(|(_, x)| x.role == crate::model::DrbdRole::Primary)
+            .map(|(k, _)| k.as_str())
+            .collect();
+        for vm in &active {
+            vms.entry(vm).or_default().push(n);
+        }
+        for vol in &prim {
+            primaries.entry(vol).or_default().push(n);
+        }
+        for a in &r.addresses {
+            addrs.entry(a).or_default().push(n);
+        }
+        if h.lease_expired && (!active.is_empty() || !prim.is_empty() || !r.addresses.is_empty()) {
+            out.push(v(
+                "S3",
+                format!("{n} lost its lease but still holds vms {active:?}, primaries {prim:?}, addresses {:?}", r.addresses),
+            ));
+        }
+    }
+    for (what, m) in [("vm", &vms), ("volume primary", &primaries), ("address", &addrs)] {
+        for (name, nodes) in m {
+            if nodes.len() > 1 {
+                out.push(v("S1", format!("{what} {name} held by {} at once", nodes.join(" and "))));
+            }
+        }
+    }
+    let _ = d;
+    out
+}

@@ -1,0 +1,932 @@
+//! The planner: `(Desired, Observed, previous Placement, now) -> Plan`.
+//!
+//! Pure and deterministic: no I/O, no clock, no randomness; equal inputs give equal plans.
+//! The controller, `rampart simulate`, `rampart diff --observed`, the demo and the tests all
+//! run this one function.
+//!
+//! A plan is the *next safe step*, not the whole journey. A move takes several plans: first
+//! the old node is told to let go (or is fenced), and only once it has acknowledged and its
+//! report shows the VM stopped, the volume Secondary and the address gone (or it is confirmed
+//! fenced, or past its self-fence deadline) does the new node get the VM. That staging is what
+//! keeps safety rule S1 (one holder at a time) without trusting any clock but the lease.
+
+mod report;
+pub mod text;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+pub use report::{Ineligible, Pending, Subject, Wait};
+
+use crate::manifest::cluster::{Failback, FencingPolicy, NoQuorumPolicy};
+use crate::model::{
+    Assignment, DiskState, Desired, FenceStep, HostReport, Lease, Observed, Placement, Time,
+    VipFollows, VmDesc, VmTarget, VolumeKind, VolumeRole,
+};
+
+/// A request to fence a node with one level of its fencing topology.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceRequest {
+    pub node: String,
+    /// Counted from 1, as in the Node manifest.
+    pub level: usize,
+    pub devices: Vec<FenceStep>,
+}
+
+/// Where a VM stands after this plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmStatus {
+    /// The node it runs on or is headed for.
+    pub node: Option<String>,
+    /// Assigned to run on `node` in this plan.
+    pub assigned: bool,
+}
+
+/// The outcome of one planning round. Must be acted on (or shown): dropping it silently is a
+/// bug, hence `must_use`.
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub now: Time,
+    /// Every node's assignment (generations grow when content changes), and the chosen
+    /// nodes; the next round's "previous placement".
+    pub placement: Placement,
+    /// Fencing to do before anything else.
+    pub fence: Vec<FenceRequest>,
+    /// What is not done yet and why.
+    pub pending: Vec<Pending>,
+    pub vms: BTreeMap<String, VmStatus>,
+}
+
+impl Plan {
+    /// Nodes whose assignment differs from `prev` (and so must be written).
+    pub fn changed_nodes<'a>(&'a self, prev: &'a Placement) -> impl Iterator<Item = &'a str> {
+        self.placement
+            .assignments
+            .iter()
+            .filter(move |(n, a)| prev.assignments.get(*n) != Some(*a))
+            .map(|(n, _)| n.as_str())
+    }
+
+    /// Whether the plan changes nothing and asks for no fencing.
+    pub fn is_steady(&self, prev: &Placement) -> bool {
+        self.fence.is_empty() && self.changed_nodes(prev).next().is_none()
+    }
+}
+
+/// How the planner sees a node this round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NodeState {
+    Alive,
+    /// Never held a lease and holds nothing: gets no work.
+    NotJoined,
+    /// Lease expired (or never held while it had work). `safe` once fenced or past the
+    /// self-fence deadline: nothing can run there any more.
+    Lost {
+        since: Time,
+        safe: bool,
+        deadline: Option<Time>,
+    },
+}
+
+struct Ctx<'a> {
+    d: &'a Desired,
+    o: &'a Observed,
+    prev: &'a Placement,
+    now: Time,
+    state: BTreeMap<&'a str, NodeState>,
+    reports: BTreeMap<&'a str, &'a HostReport>,
+    /// Inverted indexes over the previous assignments and the reports, so that finding who
+    /// holds a resource is not a scan over every node.
+    vm_holders: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    volume_primaries: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    split_brain: BTreeMap<&'a str, Vec<String>>,
+    vip_holders: BTreeMap<&'a str, BTreeSet<&'a str>>,
+}
+
+const EMPTY: &BTreeSet<&str> = &BTreeSet::new();
+
+impl<'a> Ctx<'a> {
+    fn new(d: &'a Desired, o: &'a Observed, prev: &'a Placement, now: Time) -> Self {
+        let mut reports = BTreeMap::new();
+        for (n, no) in &o.nodes {
+            if let Some(r) = &no.report {
+                reports.insert(n.as_str(), r);
+            }
+        }
+        let mut state = BTreeMap::new();
+        let all_nodes: BTreeSet<&str> = d
+            .nodes
+            .keys()
+            .map(String::as_str)
+            .chain(prev.assignments.keys().map(String::as_str))
+            .collect();
+        for n in all_nodes {
+            state.insert(n, node_state(d, o, prev, n, now));
+        }
+        let mut vm_holders: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut volume_primaries: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut split_brain: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut vip_holders: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (n, a) in &prev.assignments {
+            for vm in a.vms.keys() {
+                vm_holders.entry(vm).or_default().insert(n);
+            }
+            for (vol, role) in &a.volumes {
+                if *role == VolumeRole::Primary {
+                    volume_primaries.entry(vol).or_default().insert(n);
+                }
+            }
+            for vip in &a.vips {
+                vip_holders.entry(vip).or_default().insert(n);
+            }
+        }
+        let addr_to_vip: BTreeMap<&str, &str> = d
+            .vips
+            .values()
+            .map(|v| (v.address.as_str(), v.name.as_str()))
+            .collect();
+        for (n, r) in &reports {
+            for (vm, v) in &r.vms {
+                if v.state.is_active() {
+                    vm_holders.entry(vm).or_default().insert(n);
+                }
+            }
+            for (vol, v) in &r.volumes {
+                if v.role == crate::model::DrbdRole::Primary {
+                    volume_primaries.entry(vol).or_default().insert(n);
+                }
+                if v.split_brain {
+                    split_brain.entry(vol).or_default().push(n.to_string());
+                }
+            }
+            for addr in &r.addresses {
+                if let Some(vip) = addr_to_vip.get(addr.as_str()) {
+                    vip_holders.entry(vip).or_default().insert(n);
+                }
+            }
+        }
+        Ctx {
+            d,
+            o,
+            prev,
+            now,
+            state,
+            reports,
+            vm_holders,
+            volume_primaries,
+            split_brain,
+            vip_holders,
+        }
+    }
+
+    fn state(&self, n: &str) -> &NodeState {
+        self.state.get(n).unwrap_or(&NodeState::NotJoined)
+    }
+
+    fn alive(&self, n: &str) -> bool {
+        *self.state(n) == NodeState::Alive
+    }
+
+    fn drained(&self, n: &str) -> bool {
+        self.o.operations.drained.contains(n)
+    }
+
+    /// A node that no longer holds `what` and never will again without a new assignment:
+    /// lost and safe (fenced or past its deadline), or alive, told in an earlier plan to let
+    /// go, acknowledged that assignment, and reporting it gone.
+    fn released(&self, n: &str, still_holds: impl Fn(&HostReport) -> bool, in_prev: bool) -> bool {
+        match self.state(n) {
+            NodeState::Lost { safe, .. } => *safe,
+            NodeState::NotJoined => !in_prev,
+            NodeState::Alive => {
+                let prev_gen = self.prev.assignments.get(n).map_or(0, |a| a.generation);
+                match self.reports.get(n) {
+                    Some(r) => !in_prev && r.generation >= prev_gen && !still_holds(r),
+                    None => false,
+                }
+            }
+        }
+    }
+
+    /// The wait that explains why `n` still blocks a resource.
+    fn blocking_wait(&self, n: &str) -> Wait {
+        match self.state(n) {
+            NodeState::Lost { deadline, .. } => Wait::Fencing {
+                node: n.to_string(),
+                deadline: *deadline,
+            },
+            _ => Wait::Release {
+                node: n.to_string(),
+            },
+        }
+    }
+}
+
+fn node_state(d: &Desired, o: &Observed, prev: &Placement, n: &str, now: Time) -> NodeState {
+    let obs = o.nodes.get(n);
+    let lease = obs.map_or(Lease::Never, |x| x.lease);
+    let since = match lease {
+        Lease::Alive => return NodeState::Alive,
+        Lease::Expired(t) => t,
+        Lease::Never => {
+            let has_work = prev.assignments.get(n).is_some_and(|a| !a.is_empty())
+                || obs.is_some_and(|x| x.report.is_some());
+            if !has_work {
+                return NodeState::NotJoined;
+            }
+            Time(0)
+        }
+    };
+    let desc = d.nodes.get(n);
+    let fenced = obs.is_some_and(|x| x.fence_attempts.iter().any(|a| a.ok && a.at >= since));
+    // The self-fence deadline: by then the agent has stopped everything (S3) or the watchdog
+    // has reset the node. Without a watchdog there is none while fencing is required; with
+    // fencing disabled the lease expiry itself is all there is to trust.
+    let watchdog = desc.and_then(|x| x.watchdog);
+    let deadline = match (d.cluster.fencing, watchdog) {
+        (_, Some(w)) => Some(since.plus(w)),
+        (FencingPolicy::Disabled, None) => Some(since),
+        (FencingPolicy::Required, None) => None,
+    };
+    let safe = fenced || deadline.is_some_and(|t| now >= t);
+    NodeState::Lost {
+        since,
+        safe,
+        deadline,
+    }
+}
+
+/// Plan the next step. See the module documentation.
+pub fn plan(d: &Desired, o: &Observed, prev: &Placement, now: Time) -> Plan {
+    let ctx = Ctx::new(d, o, prev, now);
+    let mut pending = Vec::new();
+
+    // Quorum: a majority of store members must be alive, or placement freezes (or stops).
+    let members: Vec<&str> = d.store_members().map(|n| n.name.as_str()).collect();
+    let alive = members.iter().filter(|n| ctx.alive(n)).count();
+    if alive * 2 <= members.len() {
+        pending.push(Pending {
+            subject: Subject::Cluster,
+            wait: Wait::QuorumLost {
+                alive,
+                members: members.len(),
+            },
+        });
+        let placement = match d.cluster.no_quorum {
+            NoQuorumPolicy::Freeze => prev.clone(),
+            NoQuorumPolicy::Stop => stop_everything(prev),
+        };
+        return finish(&ctx, placement, Vec::new(), pending);
+    }
+    if d.cluster.maintenance || o.operations.maintenance {
+        pending.push(Pending {
+            subject: Subject::Cluster,
+            wait: Wait::Maintenance,
+        });
+        return finish(&ctx, prev.clone(), Vec::new(), pending);
+    }
+
+    let fence = fence_requests(&ctx, &mut pending);
+    let mut b = Builder::new(&ctx);
+    b.place_vms(&mut pending);
+    b.activate_vms(&mut pending);
+    b.volumes();
+    b.vips(&mut pending);
+    let placement = b.into_placement();
+    finish(&ctx, placement, fence, pending)
+}
+
+fn stop_everything(prev: &Placement) -> Placement {
+    let mut p = prev.clone();
+    for a in p.assignments.values_mut() {
+        let empty = Assignment {
+            generation: a.generation,
+            volumes: a
+                .volumes
+                .keys()
+                .map(|v| (v.clone(), VolumeRole::Secondary))
+                .collect(),
+            ..Default::default()
+        };
+        if !empty.same_content(a) {
+            *a = Assignment {
+                generation: a.generation + 1,
+                ..empty
+            };
+        }
+    }
+    p
+}
+
+/// Fill in per-VM status and sort the pending list.
+fn finish(ctx: &Ctx, placement: Placement, fence: Vec<FenceRequest>, mut pending: Vec<Pending>) -> Plan {
+    let mut vms = BTreeMap::new();
+    for name in ctx.d.vms.keys() {
+        let node = placement.vms.get(name).cloned();
+        let assigned = node.as_ref().is_some_and(|n| {
+            placement
+                .assignments
+                .get(n)
+                .and_then(|a| a.vms.get(name))
+                .is_some_and(|t| *t == VmTarget::Run)
+        });
+        vms.insert(name.clone(), VmStatus { node, assigned });
+    }
+    pending.sort_by(|a, b| a.subject.cmp(&b.subject));
+    pending.dedup();
+    Plan {
+        now: ctx.now,
+        placement,
+        fence,
+        pending,
+        vms,
+    }
+}
+
+/// Fence every lost node that is not yet safe, one level at a time, in order.
+fn fence_requests(ctx: &Ctx, pending: &mut Vec<Pending>) -> Vec<FenceRequest> {
+    let mut out = Vec::new();
+    if ctx.d.cluster.fencing == FencingPolicy::Disabled {
+        return out;
+    }
+    for (n, st) in &ctx.state {
+        let NodeState::Lost {
+            since, safe: false, ..
+        } = st
+        else {
+            continue;
+        };
+        let levels = ctx.d.nodes.get(*n).map(|x| x.fencing.as_slice()).unwrap_or(&[]);
+        if levels.is_empty() {
+            pending.push(Pending {
+                subject: Subject::Node(n.to_string()),
+                wait: Wait::Unfenceable {
+                    node: n.to_string(),
+                },
+            });
+            continue;
+        }
+        let attempts = ctx
+            .o
+            .nodes
+            .get(*n)
+            .map(|x| x.fence_attempts.as_slice())
+            .unwrap_or(&[]);
+        match next_level(levels.len(), attempts, *since, ctx.d.cluster.fence_timeout, ctx.now) {
+            Ok(level) => out.push(FenceRequest {
+                node: n.to_string(),
+                level: level + 1,
+                devices: levels[level].clone(),
+            }),
+            Err(retry_at) => pending.push(Pending {
+                subject: Subject::Node(n.to_string()),
+                wait: Wait::FencingFailed {
+                    node: n.to_string(),
+                    retry_at,
+                },
+            }),
+        }
+    }
+    out
+}
+
+/// The next fencing level (0-based) to try, given the attempts since the node was lost: the
+/// first level of the current round that has not failed. When a whole round has failed, the
+/// next round starts `backoff` after its last failure; until then, `Err(retry time)`.
+fn next_level(
+    levels: usize,
+    attempts: &[crate::model::FenceAttempt],
+    since: Time,
+    backoff: std::time::Duration,
+    now: Time,
+) -> Result<usize, Time> {
+    let mut level = 0;
+    let mut round_failed_at = None;
+    for a in attempts.iter().filter(|a| a.at >= since && a.level >= 1) {
+        if let Some(t) = round_failed_at {
+            if a.at < Time::plus(t, backoff) {
+                continue;
+            }
+            round_failed_at = None;
+            level = 0;
+        }
+        if !a.ok && a.level == level + 1 {
+            level += 1;
+            if level == levels {
+                round_failed_at = Some(a.at);
+            }
+        }
+    }
+    match round_failed_at {
+        Some(t) if now < t.plus(backoff) => Err(t.plus(backoff)),
+        Some(_) => Ok(0),
+        None => Ok(level),
+    }
+}
+
+struct Builder<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    /// Chosen node per VM (kept or new).
+    target: BTreeMap<&'a str, &'a str>,
+    /// VMs chosen per node, for capacity and anti-affinity.
+    on_node: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    used: BTreeMap<&'a str, (i64, i64)>,
+    /// VMs moving off an alive node (drain, failback, manifest change), with the source.
+    leaving: BTreeMap<&'a str, &'a str>,
+    assignments: BTreeMap<&'a str, Assignment>,
+    /// VM -> node where it is assigned to run in this plan.
+    active: BTreeMap<&'a str, &'a str>,
+    vip_target: BTreeMap<&'a str, &'a str>,
+}
+
+impl<'c, 'a> Builder<'c, 'a> {
+    fn new(ctx: &'c Ctx<'a>) -> Self {
+        let assignments = ctx.state.keys().map(|n| (*n, Assignment::default())).collect();
+        Builder {
+            ctx,
+            target: BTreeMap::new(),
+            on_node: BTreeMap::new(),
+            used: BTreeMap::new(),
+            leaving: BTreeMap::new(),
+            assignments,
+            active: BTreeMap::new(),
+            vip_target: BTreeMap::new(),
+        }
+    }
+
+    fn take(&mut self, vm: &'a VmDesc, node: &'a str) {
+        self.target.insert(&vm.name, node);
+        self.on_node.entry(node).or_default().insert(&vm.name);
+        let u = self.used.entry(node).or_default();
+        u.0 += i64::from(vm.cpus);
+        u.1 += vm.memory_mib as i64;
+    }
+
+    /// Why `node` cannot take `vm` now, if it cannot.
+    fn ineligible(&self, vm: &VmDesc, node: &str) -> Option<Ineligible> {
+        let ctx = self.ctx;
+        match ctx.state(node) {
+            NodeState::Alive => {}
+            NodeState::NotJoined => return Some(Ineligible::NotJoined),
+            NodeState::Lost { .. } => return Some(Ineligible::Down),
+        }
+        if ctx.drained(node) {
+            return Some(Ineligible::Drained);
+        }
+        let Some(desc) = ctx.d.nodes.get(node) else {
+            return Some(Ineligible::Down);
+        };
+        let (cpus, mem) = self.used.get(node).copied().unwrap_or_default();
+        let (cpus_free, memory_free_mib) = (i64::from(desc.cpus) - cpus, desc.memory_mib as i64 - mem);
+        if cpus_free < i64::from(vm.cpus) || memory_free_mib < vm.memory_mib as i64 {
+            return Some(Ineligible::Capacity {
+                cpus_free,
+                memory_free_mib,
+            });
+        }
+        if let Some(other) = self
+            .on_node
+            .get(node)
+            .and_then(|s| s.iter().find(|o| vm.anti_affinity.contains(**o)))
+        {
+            return Some(Ineligible::AntiAffinity {
+                vm: other.to_string(),
+            });
+        }
+        let report = ctx.reports.get(node);
+        for vol in &vm.volumes {
+            if ctx.split_brain.contains_key(vol.as_str()) {
+                return Some(Ineligible::SplitBrain {
+                    volume: vol.clone(),
+                });
+            }
+            let is_drbd = ctx.d.volumes.get(vol).is_some_and(|v| v.is_drbd());
+            if let (true, Some(obs)) = (is_drbd, report.and_then(|r| r.volumes.get(vol))) {
+                if obs.disk != DiskState::UpToDate {
+                    return Some(Ineligible::Disk {
+                        volume: vol.clone(),
+                        state: format!("{:?}", obs.disk),
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// Decide every VM's node: keep what is healthy where it is, then place the rest.
+    fn place_vms(&mut self, pending: &mut Vec<Pending>) {
+        let ctx = self.ctx;
+        let mut order: Vec<&'a VmDesc> = ctx.d.vms.values().collect();
+        order.sort_by(|a, b| (a.start_order, &a.name).cmp(&(b.start_order, &b.name)));
+        let mut to_place: Vec<(&'a VmDesc, Option<&'a str>)> = Vec::new();
+        for vm in &order {
+            let vm = *vm;
+            let current: Option<&'a str> = ctx
+                .prev
+                .vms
+                .get(&vm.name)
+                .map(String::as_str)
+                .or_else(|| self.adopt(vm));
+            let Some(cur) = current.and_then(|c| vm.candidates.iter().find(|x| *x == c)).map(String::as_str) else {
+                // New, or its node is no longer allowed (a manifest change moves it).
+                let leaving = current.filter(|c| ctx.alive(c));
+                to_place.push((vm, leaving));
+                continue;
+            };
+            match ctx.state(cur) {
+                NodeState::Alive if ctx.drained(cur) => {
+                    if vm.failover {
+                        to_place.push((vm, Some(cur)));
+                    } else {
+                        self.take(vm, cur);
+                    }
+                }
+                NodeState::Alive => self.take(vm, cur),
+                NodeState::Lost { safe: true, .. } if vm.failover => to_place.push((vm, None)),
+                NodeState::Lost { .. } => self.take(vm, cur),
+                NodeState::NotJoined => to_place.push((vm, None)),
+            }
+        }
+        for (vm, leaving) in to_place {
+            let mut reasons = Vec::new();
+            let mut chosen = None;
+            for c in &vm.candidates {
+                if Some(c.as_str()) == leaving {
+                    reasons.push((c.clone(), Ineligible::Leaving));
+                    continue;
+                }
+                match self.ineligible(vm, c) {
+                    None => {
+                        chosen = Some(c.as_str());
+                        break;
+                    }
+                    Some(why) => reasons.push((c.clone(), why)),
+                }
+            }
+            match chosen {
+                Some(n) => {
+                    self.take(vm, n);
+                    if let Some(src) = leaving {
+                        self.leaving.insert(&vm.name, src);
+                    }
+                }
+                None => {
+                    if let Some(src) = leaving {
+                        // Nowhere to go: it stays where it is rather than stopping.
+                        self.take(vm, src);
+                    }
+                    pending.push(Pending {
+                        subject: Subject::Vm(vm.name.clone()),
+                        wait: Wait::NoEligibleNode { reasons },
+                    });
+                }
+            }
+        }
+        if ctx.d.cluster.failback == Failback::Automatic {
+            self.failback(&order);
+        }
+    }
+
+    /// A VM that runs, on exactly one alive allowed node, with no node chosen for it yet
+    /// (a controller taking over a running cluster): keep it there rather than restart it.
+    fn adopt(&self, vm: &VmDesc) -> Option<&'a str> {
+        let ctx = self.ctx;
+        let running: Vec<&'a str> = ctx
+            .vm_holders
+            .get(vm.name.as_str())
+            .unwrap_or(EMPTY)
+            .iter()
+            .copied()
+            .filter(|n| ctx.reports.get(n).is_some_and(|r| r.vm_running(&vm.name)))
+            .collect();
+        match running.as_slice() {
+            [one] if ctx.alive(one) => Some(one),
+            _ => None,
+        }
+    }
+
+    /// With automatic failback, move a running VM to a more preferred node that can take it.
+    fn failback(&mut self, order: &[&'a VmDesc]) {
+        let ctx = self.ctx;
+        for vm in order {
+            if !vm.failover || self.leaving.contains_key(vm.name.as_str()) {
+                continue;
+            }
+            let Some(&cur) = self.target.get(vm.name.as_str()) else { continue };
+            let running_here = ctx.reports.get(cur).is_some_and(|r| r.vm_running(&vm.name));
+            if !ctx.alive(cur) || !running_here {
+                continue;
+            }
+            for c in &vm.candidates {
+                if c == cur {
+                    break;
+                }
+                if self.ineligible(vm, c).is_none() {
+                    self.release_capacity(vm, cur);
+                    self.take(vm, c);
+                    self.leaving.insert(&vm.name, cur);
+                    break;
+                }
+            }
+        }
+    }
+
+    fn release_capacity(&mut self, vm: &'a VmDesc, node: &'a str) {
+        if let Some(s) = self.on_node.get_mut(node) {
+            s.remove(vm.name.as_str());
+        }
+        if let Some(u) = self.used.get_mut(node) {
+            u.0 -= i64::from(vm.cpus);
+            u.1 -= vm.memory_mib as i64;
+        }
+    }
+
+    /// Give each VM to its node once every other holder has let go.
+    fn activate_vms(&mut self, pending: &mut Vec<Pending>) {
+        let ctx = self.ctx;
+        let targets: Vec<(&'a str, &'a str)> = self.target.iter().map(|(v, n)| (*v, *n)).collect();
+        for (vm_name, node) in targets {
+            let vm = &ctx.d.vms[vm_name];
+            let subject = Subject::Vm(vm_name.to_string());
+            // Pinned VMs on a drained node are stopped until it is undrained.
+            if ctx.drained(node) && !vm.failover && ctx.alive(node) {
+                pending.push(Pending {
+                    subject,
+                    wait: Wait::PinnedDrained {
+                        node: node.to_string(),
+                    },
+                });
+                continue;
+            }
+            match ctx.state(node) {
+                NodeState::Lost { safe, .. } => {
+                    // Keep it in the lost node's assignment: nothing else may take it until
+                    // the node is safe, and a pinned VM restarts when its node returns.
+                    self.assign_vm(node, vm_name, VmTarget::Run);
+                    self.active.insert(vm_name, node);
+                    let wait = if !vm.failover {
+                        Wait::PinnedDown {
+                            node: node.to_string(),
+                        }
+                    } else if *safe {
+                        continue;
+                    } else {
+                        ctx.blocking_wait(node)
+                    };
+                    pending.push(Pending { subject, wait });
+                    continue;
+                }
+                NodeState::NotJoined => continue,
+                NodeState::Alive => {}
+            }
+            let holders = self.vm_holders(vm);
+            let others: Vec<&'a str> = holders.into_iter().filter(|h| *h != node).collect();
+            // Live migration: the source hands the running VM over itself.
+            if let Some(&src) = self.leaving.get(vm_name) {
+                let src_running = ctx.reports.get(src).is_some_and(|r| r.vm_running(vm_name));
+                if vm.live_migration && ctx.alive(src) && src_running && others.iter().all(|h| *h == src) {
+                    self.assign_vm(src, vm_name, VmTarget::MigrateTo(node.to_string()));
+                    self.assign_vm(node, vm_name, VmTarget::Incoming(src.to_string()));
+                    pending.push(Pending {
+                        subject,
+                        wait: Wait::Migration {
+                            from: src.to_string(),
+                            to: node.to_string(),
+                        },
+                    });
+                    continue;
+                }
+            }
+            if let Some(sb) = self.split_brain_of(vm) {
+                // Keep a VM that already runs; start nothing on a split-brain volume.
+                let running_here = ctx.reports.get(node).is_some_and(|r| r.vm_active(vm_name));
+                if running_here && others.is_empty() {
+                    self.assign_vm(node, vm_name, VmTarget::Run);
+                    self.active.insert(vm_name, node);
+                }
+                pending.push(Pending {
+                    subject,
+                    wait: Wait::SplitBrain { nodes: sb },
+                });
+                continue;
+            }
+            let blocked = others.iter().find(|h| {
+                let in_prev = ctx.prev.assignments.get(**h).is_some_and(|a| a.holds_vm(vm_name))
+                    || vm.volumes.iter().any(|v| {
+                        ctx.prev
+                            .assignments
+                            .get(**h)
+                            .is_some_and(|a| a.volumes.get(v) == Some(&VolumeRole::Primary))
+                    });
+                !ctx.released(
+                    h,
+                    |r| r.vm_active(vm_name) || vm.volumes.iter().any(|v| r.primary(v)),
+                    in_prev,
+                )
+            });
+            match blocked {
+                Some(h) => pending.push(Pending {
+                    subject,
+                    wait: ctx.blocking_wait(h),
+                }),
+                None => {
+                    self.assign_vm(node, vm_name, VmTarget::Run);
+                    self.active.insert(vm_name, node);
+                }
+            }
+        }
+    }
+
+    fn split_brain_of(&self, vm: &VmDesc) -> Option<Vec<String>> {
+        let mut nodes: Vec<String> = vm
+            .volumes
+            .iter()
+            .filter_map(|v| self.ctx.split_brain.get(v.as_str()))
+            .flatten()
+            .cloned()
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        (!nodes.is_empty()).then_some(nodes)
+    }
+
+    /// Every node that may hold the VM or one of its DRBD volumes as Primary.
+    fn vm_holders(&self, vm: &VmDesc) -> BTreeSet<&'a str> {
+        let ctx = self.ctx;
+        let mut out: BTreeSet<&'a str> = ctx
+            .vm_holders
+            .get(vm.name.as_str())
+            .unwrap_or(EMPTY)
+            .clone();
+        for v in &vm.volumes {
+            out.extend(ctx.volume_primaries.get(v.as_str()).unwrap_or(EMPTY));
+        }
+        out
+    }
+
+    fn assign_vm(&mut self, node: &'a str, vm: &str, t: VmTarget) {
+        self.assignments
+            .entry(node)
+            .or_default()
+            .vms
+            .insert(vm.to_string(), t);
+    }
+
+    /// DRBD roles: Primary where the VM is assigned to run, Secondary on every other replica.
+    fn volumes(&mut self) {
+        let ctx = self.ctx;
+        for (name, vol) in &ctx.d.volumes {
+            let VolumeKind::Drbd { replicas } = &vol.kind else {
+                continue;
+            };
+            let primary_on = vol.vm.as_deref().and_then(|vm| self.active.get(vm)).copied();
+            for r in replicas {
+                let role = if Some(r.as_str()) == primary_on {
+                    VolumeRole::Primary
+                } else {
+                    VolumeRole::Secondary
+                };
+                if let Some(a) = self.assignments.get_mut(r.as_str()) {
+                    a.volumes.insert(name.clone(), role);
+                }
+            }
+        }
+    }
+
+    fn vips(&mut self, pending: &mut Vec<Pending>) {
+        let ctx = self.ctx;
+        for (name, vip) in &ctx.d.vips {
+            let subject = Subject::Vip(name.clone());
+            let target: Option<&'a str> = match &vip.follows {
+                VipFollows::Vm(vm) => match self.active.get(vm.as_str()) {
+                    Some(n) if ctx.alive(n) => Some(n),
+                    _ => None,
+                },
+                VipFollows::Nodes(nodes) => {
+                    let ok = |n: &str| ctx.alive(n) && !ctx.drained(n);
+                    let cur = ctx.prev.vips.get(name).map(String::as_str);
+                    let kept = cur.and_then(|c| nodes.iter().find(|n| *n == c && ok(n)));
+                    let lost_unsafe = cur.is_some_and(|c| matches!(ctx.state(c), NodeState::Lost { safe: false, .. }));
+                    let chosen = if lost_unsafe {
+                        cur.and_then(|c| nodes.iter().find(|n| *n == c))
+                    } else {
+                        kept.or_else(|| nodes.iter().find(|n| ok(n)))
+                    };
+                    chosen.map(String::as_str)
+                }
+            };
+            let Some(node) = target else {
+                if let VipFollows::Vm(vm) = &vip.follows {
+                    if !self.active.contains_key(vm.as_str()) {
+                        pending.push(Pending {
+                            subject,
+                            wait: Wait::VmNotRunning { vm: vm.clone() },
+                        });
+                    }
+                }
+                continue;
+            };
+            if matches!(vip.follows, VipFollows::Nodes(_)) {
+                self.vip_target.insert(name, node);
+                if !ctx.alive(node) {
+                    // Held by a lost node that is not yet safe: keep it there.
+                    self.assignments.entry(node).or_default().vips.insert(name.clone());
+                    pending.push(Pending {
+                        subject,
+                        wait: ctx.blocking_wait(node),
+                    });
+                    continue;
+                }
+            }
+            let others: Vec<&str> = ctx
+                .vip_holders
+                .get(name.as_str())
+                .unwrap_or(EMPTY)
+                .iter()
+                .copied()
+                .filter(|h| *h != node)
+                .collect();
+            let blocked = others.iter().find(|h| {
+                let in_prev = ctx.prev.assignments.get(**h).is_some_and(|a| a.vips.contains(name));
+                !ctx.released(h, |r| r.addresses.contains(&vip.address), in_prev)
+            });
+            match blocked {
+                Some(h) => pending.push(Pending {
+                    subject,
+                    wait: ctx.blocking_wait(h),
+                }),
+                None => {
+                    self.assignments.entry(node).or_default().vips.insert(name.clone());
+                    if let VipFollows::Vm(vm) = &vip.follows {
+                        if !ctx.reports.get(node).is_some_and(|r| r.vm_running(vm)) {
+                            pending.push(Pending {
+                                subject,
+                                wait: Wait::VmNotRunning { vm: vm.clone() },
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stamp generations: a node's generation grows by one when its content changes.
+    fn into_placement(self) -> Placement {
+        let ctx = self.ctx;
+        let assignments = self
+            .assignments
+            .into_iter()
+            .map(|(n, mut a)| {
+                a.generation = match ctx.prev.assignments.get(n) {
+                    Some(p) if p.same_content(&a) => p.generation,
+                    Some(p) => p.generation + 1,
+                    None => 1,
+                };
+                (n.to_string(), a)
+            })
+            .collect();
+        Placement {
+            assignments,
+            vms: self
+                .target
+                .into_iter()
+                .map(|(v, n)| (v.to_string(), n.to_string()))
+                .collect(),
+            vips: self
+                .vip_target
+                .into_iter()
+                .map(|(v, n)| (v.to_string(), n.to_string()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FenceAttempt;
+
+    fn attempt(level: usize, at: u64, ok: bool) -> FenceAttempt {
+        FenceAttempt {
+            level,
+            device: "d".into(),
+            at: Time(at),
+            ok,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn fencing_levels_are_tried_in_order_then_retried_after_backoff() {
+        let b = std::time::Duration::from_secs(60);
+        assert_eq!(next_level(2, &[], Time(0), b, Time(1)), Ok(0));
+        assert_eq!(next_level(2, &[attempt(1, 5, false)], Time(0), b, Time(6)), Ok(1));
+        let both = [attempt(1, 5, false), attempt(2, 7, false)];
+        assert_eq!(next_level(2, &both, Time(0), b, Time(8)), Err(Time(60_007)));
+        assert_eq!(next_level(2, &both, Time(0), b, Time(60_007)), Ok(0));
+        // Attempts from before the node was lost this time don't count.
+        assert_eq!(next_level(2, &both, Time(10), b, Time(11)), Ok(0));
+    }
+}

@@ -1,0 +1,385 @@
+//! The step engine: rounds of observe → plan → fence → assign → converge, in virtual time.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::world::{SimNode, SimWorld};
+use crate::agent::local::{self, Action, LocalResources};
+use crate::invariants::{self, HostTruth, Violation};
+use crate::model::{
+    Desired, FenceAttempt, Lease, NodeObserved, Observed, Operations, Placement, Time, VipFollows,
+};
+use crate::planner::{self, FenceRequest, Plan};
+
+/// A saved cluster state to start a simulation from (`rampart simulate --observed`): what
+/// the store would hold. `rampart status -o yaml` writes this shape.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Snapshot {
+    #[serde(default)]
+    pub now: Time,
+    #[serde(default)]
+    pub nodes: BTreeMap<String, NodeObserved>,
+    #[serde(default)]
+    pub operations: Operations,
+    /// The controller's last placement; derived from the reports when absent.
+    #[serde(default)]
+    pub placement: Option<Placement>,
+}
+
+impl Snapshot {
+    pub fn observed(&self) -> Observed {
+        Observed {
+            nodes: self.nodes.clone(),
+            operations: self.operations.clone(),
+        }
+    }
+}
+
+/// What one agent did in a step.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeActions {
+    pub node: String,
+    /// Set when the agent took a newer assignment this step.
+    pub took_generation: Option<u64>,
+    pub self_demoted: bool,
+    pub done: Vec<String>,
+    pub failed: Option<(String, String)>,
+}
+
+/// One round.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub at: Time,
+    pub plan: Plan,
+    pub fence_results: Vec<(FenceRequest, bool, Option<String>)>,
+    pub actions: Vec<NodeActions>,
+    pub violations: Vec<String>,
+}
+
+impl Step {
+    /// Nothing was fenced, assigned or done.
+    pub fn is_quiet(&self, prev: &Placement) -> bool {
+        self.fence_results.is_empty()
+            && self.plan.is_steady(prev)
+            && self.actions.iter().all(|a| a.done.is_empty() && a.failed.is_none() && !a.self_demoted)
+    }
+}
+
+pub struct Engine {
+    pub desired: Desired,
+    pub world: SimWorld,
+    pub placement: Placement,
+    pub fence_attempts: BTreeMap<String, Vec<FenceAttempt>>,
+    pub operations: Operations,
+    pub now: Time,
+    pub resources: LocalResources,
+    pub violations: Vec<(Time, Violation)>,
+}
+
+fn resources(d: &Desired) -> LocalResources {
+    LocalResources {
+        vip_addresses: d
+            .vips
+            .iter()
+            .map(|(n, v)| (n.clone(), v.address.clone()))
+            .collect(),
+        vip_vm: d
+            .vips
+            .iter()
+            .filter_map(|(n, v)| match &v.follows {
+                VipFollows::Vm(vm) => Some((n.clone(), vm.clone())),
+                VipFollows::Nodes(_) => None,
+            })
+            .collect(),
+    }
+}
+
+impl Engine {
+    /// Every node up with an empty host, at time zero.
+    pub fn new(desired: Desired) -> Engine {
+        let mut world = SimWorld::default();
+        for n in desired.nodes.keys() {
+            world.nodes.insert(n.clone(), SimNode::fresh());
+        }
+        let resources = resources(&desired);
+        Engine {
+            desired,
+            world,
+            placement: Placement::default(),
+            fence_attempts: BTreeMap::new(),
+            operations: Operations::default(),
+            now: Time(0),
+            resources,
+            violations: Vec::new(),
+        }
+    }
+
+    /// Start from a saved state: nodes whose lease is alive run with the hosts their reports
+    /// describe; nodes whose lease expired are taken to be off.
+    pub fn from_snapshot(desired: Desired, snap: &Snapshot) -> Engine {
+        let mut e = Engine::new(desired);
+        e.now = snap.now;
+        e.operations = snap.operations.clone();
+        for (name, node) in e.world.nodes.iter_mut() {
+            let Some(obs) = snap.nodes.get(name) else {
+                node.powered = false;
+                node.agent_up = false;
+                continue;
+            };
+            let report = obs.report.clone().unwrap_or_default();
+            node.host = report.clone();
+            node.last_report = obs.report.clone();
+            node.joined = obs.lease != Lease::Never;
+            match obs.lease {
+                Lease::Alive => node.lease_expires = snap.now.plus(e.desired.cluster.lease_ttl),
+                Lease::Expired(t) => {
+                    node.lease_expires = t;
+                    node.powered = false;
+                    node.agent_up = false;
+                }
+                Lease::Never => {
+                    node.powered = false;
+                    node.agent_up = false;
+                }
+            }
+            if !obs.fence_attempts.is_empty() {
+                e.fence_attempts.insert(name.clone(), obs.fence_attempts.clone());
+            }
+        }
+        if let Some(p) = &snap.placement {
+            e.placement = p.clone();
+            for (name, node) in e.world.nodes.iter_mut() {
+                if let Some(a) = p.assignments.get(name) {
+                    if node.host.generation >= a.generation {
+                        node.held = a.clone();
+                    }
+                }
+            }
+        }
+        e
+    }
+
+    /// What the store says now.
+    pub fn observe(&self) -> Observed {
+        let mut nodes = BTreeMap::new();
+        for (name, n) in &self.world.nodes {
+            let lease = if !n.joined {
+                Lease::Never
+            } else if self.now < n.lease_expires || n.reachable() {
+                Lease::Alive
+            } else {
+                Lease::Expired(n.lease_expires)
+            };
+            let report = if n.reachable() {
+                Some(n.host.clone())
+            } else {
+                n.last_report.clone()
+            };
+            nodes.insert(
+                name.clone(),
+                NodeObserved {
+                    lease,
+                    fence_attempts: self.fence_attempts.get(name).cloned().unwrap_or_default(),
+                    report,
+                },
+            );
+        }
+        Observed {
+            nodes,
+            operations: self.operations.clone(),
+        }
+    }
+
+    /// The node crashes: power off, everything on it gone, its lease left to run out.
+    pub fn fail(&mut self, node: &str) {
+        self.world.power_off(node);
+    }
+
+    /// The node boots again with an empty host and a fresh agent.
+    pub fn recover(&mut self, node: &str) {
+        self.world.power_on(node);
+    }
+
+    /// The node is cut off from the store and its peers, but keeps running.
+    pub fn partition(&mut self, node: &str) {
+        if let Some(n) = self.world.nodes.get_mut(node) {
+            n.connected = false;
+        }
+    }
+
+    pub fn heal(&mut self, node: &str) {
+        if let Some(n) = self.world.nodes.get_mut(node) {
+            n.connected = true;
+        }
+    }
+
+    /// One round at the current time, then time advances by the renew interval.
+    pub fn step(&mut self) -> Step {
+        let d = &self.desired;
+        let observed = self.observe();
+        let prev = self.placement.clone();
+        let plan = planner::plan(d, &observed, &prev, self.now);
+        let mut violations: Vec<Violation> = invariants::check_plan(d, &observed, &prev, &plan);
+
+        // The controller fences first: a level counts only if every device in it confirms.
+        let mut fence_results = Vec::new();
+        for req in &plan.fence {
+            let failed: Vec<&str> = req
+                .devices
+                .iter()
+                .filter(|s| self.world.failing_fence_devices.contains(&s.device))
+                .map(|s| s.device.as_str())
+                .collect();
+            let ok = failed.is_empty();
+            let error = (!ok).then(|| format!("simulated: {} did not answer", failed.join(", ")));
+            if ok {
+                self.world.power_off(&req.node);
+            }
+            self.fence_attempts.entry(req.node.clone()).or_default().push(FenceAttempt {
+                level: req.level,
+                device: req.devices.iter().map(|s| s.device.as_str()).collect::<Vec<_>>().join("+"),
+                at: self.now,
+                ok,
+                error: error.clone(),
+            });
+            fence_results.push((req.clone(), ok, error));
+        }
+        self.placement = plan.placement.clone();
+
+        // Every agent that can, converges; one that cannot renew its lease stops everything
+        // before the lease runs out (S3).
+        let mut actions = Vec::new();
+        let names: Vec<String> = self.world.nodes.keys().cloned().collect();
+        for name in names {
+            let node = &self.world.nodes[&name];
+            if !node.powered || !node.agent_up {
+                continue;
+            }
+            let mut rec = NodeActions {
+                node: name.clone(),
+                took_generation: None,
+                self_demoted: false,
+                done: Vec::new(),
+                failed: None,
+            };
+            let list: Vec<Action> = if node.connected {
+                if let Some(a) = self.placement.assignments.get(&name) {
+                    if a.generation > node.held.generation {
+                        rec.took_generation = Some(a.generation);
+                        let n = self.world.nodes.get_mut(&name).unwrap();
+                        n.held = a.clone();
+                        n.host.generation = a.generation;
+                    }
+                }
+                let node = &self.world.nodes[&name];
+                local::actions(&node.held, &node.host, &self.resources)
+            } else {
+                let list = local::self_demote(&node.host, &self.resources);
+                rec.self_demoted = !list.is_empty();
+                list
+            };
+            for act in list {
+                match self.world.apply(&self.desired, &self.resources, &name, &act) {
+                    Ok(()) => rec.done.push(act.to_string()),
+                    Err(e) => {
+                        rec.failed = Some((act.to_string(), e));
+                        break;
+                    }
+                }
+            }
+            let n = self.world.nodes.get_mut(&name).unwrap();
+            if n.connected {
+                n.joined = true;
+                n.lease_expires = self.now.plus(self.desired.cluster.lease_ttl);
+                n.last_report = Some(n.host.clone());
+            }
+            if !rec.done.is_empty() || rec.failed.is_some() || rec.took_generation.is_some() {
+                actions.push(rec);
+            }
+        }
+        violations.extend(self.check_world());
+        for v in &violations {
+            self.violations.push((self.now, v.clone()));
+        }
+        let step = Step {
+            at: self.now,
+            plan,
+            fence_results,
+            actions,
+            violations: violations.iter().map(|v| v.to_string()).collect(),
+        };
+        self.now = self.now.plus(self.desired.cluster.renew_interval);
+        step
+    }
+
+    /// S1 and S3 over the simulated hosts as they are now.
+    pub fn check_world(&self) -> Vec<Violation> {
+        let truth: BTreeMap<String, HostTruth> = self
+            .world
+            .nodes
+            .iter()
+            .map(|(n, x)| {
+                (
+                    n.clone(),
+                    HostTruth {
+                        powered: x.powered,
+                        lease_expired: x.joined && self.now >= x.lease_expires && !x.reachable(),
+                        host: &x.host,
+                    },
+                )
+            })
+            .collect();
+        invariants::check_hosts(&self.desired, &truth)
+    }
+
+    /// Whether time alone will still change something: a lease yet to expire on a node that
+    /// stopped renewing, or a self-fence deadline yet to pass.
+    fn waiting_on_time(&self, last: &Step) -> bool {
+        let lease_pending = self
+            .world
+            .nodes
+            .values()
+            .any(|n| n.joined && !n.reachable() && self.now <= n.lease_expires);
+        let deadline_pending = last.plan.pending.iter().any(|p| {
+            matches!(&p.wait, planner::Wait::Fencing { deadline: Some(t), .. } if *t >= self.now)
+        });
+        lease_pending || deadline_pending
+    }
+
+    /// Step until two rounds in a row change nothing and no timer is pending, or `max` rounds.
+    pub fn run_until_stable(&mut self, max: usize) -> Vec<Step> {
+        let mut steps = Vec::new();
+        let mut quiet = 0;
+        while steps.len() < max {
+            let prev = self.placement.clone();
+            let s = self.step();
+            let q = s.is_quiet(&prev);
+            let waiting = self.waiting_on_time(&s);
+            steps.push(s);
+            quiet = if q && !waiting { quiet + 1 } else { 0 };
+            if quiet >= 2 {
+                break;
+            }
+        }
+        steps
+    }
+
+    /// The nodes on which each VM really runs now.
+    pub fn running(&self) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> =
+            self.desired.vms.keys().map(|v| (v.clone(), Vec::new())).collect();
+        for (n, x) in &self.world.nodes {
+            if !x.powered {
+                continue;
+            }
+            for (vm, o) in &x.host.vms {
+                if o.state == crate::model::VmState::Running {
+                    out.entry(vm.clone()).or_default().push(n.clone());
+                }
+            }
+        }
+        out
+    }
+}
