@@ -8,7 +8,10 @@
 
 pub mod agent;
 pub mod cli;
+pub mod controller;
+pub mod demo;
 pub mod diff;
+pub mod drivers;
 pub mod invariants;
 pub mod manifest;
 pub mod model;

@@ -179,7 +179,8 @@ fn copy_case(from: &Path, to: &Path) -> std::io::Result<()> {
 /// checked before reading.
 fn huge_file(dir: &Path) -> Run {
     let f = std::fs::File::create(dir.join("disk-image.yaml")).unwrap();
-    f.set_len(rampart::source::MAX_FILE_BYTES + 1024 * 1024).unwrap();
+    f.set_len(rampart::source::MAX_FILE_BYTES + 1024 * 1024)
+        .unwrap();
     Run::Library
 }
 
@@ -199,7 +200,11 @@ fn large_file(dir: &Path) -> Run {
         )
         .unwrap();
     }
-    write!(f, "spec:\n  cpus: 2\n  memory: 4GiB\n  placment:\n    allowed: [hv1, hv2]\n").unwrap();
+    write!(
+        f,
+        "spec:\n  cpus: 2\n  memory: 4GiB\n  placment:\n    allowed: [hv1, hv2]\n"
+    )
+    .unwrap();
     f.flush().unwrap();
     drop(f);
     let len = std::fs::metadata(dir.join("big.yaml")).unwrap().len();

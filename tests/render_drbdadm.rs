@@ -177,7 +177,13 @@ fn check_cluster(label: &str, set: &ManifestSet) -> usize {
     let secrets: BTreeMap<String, String> = set
         .volumes
         .iter()
-        .filter(|(_, v)| v.object.spec.drbd.as_ref().is_some_and(|d| d.secret.is_some()))
+        .filter(|(_, v)| {
+            v.object
+                .spec
+                .drbd
+                .as_ref()
+                .is_some_and(|d| d.secret.is_some())
+        })
         .map(|(name, _)| (name.clone(), SECRET.to_string()))
         .collect();
     let drbd_volumes: Vec<&String> = set
@@ -186,7 +192,10 @@ fn check_cluster(label: &str, set: &ManifestSet) -> usize {
         .filter(|(_, v)| v.object.spec.drbd.is_some())
         .map(|(n, _)| n)
         .collect();
-    assert!(!drbd_volumes.is_empty(), "{label}: no DRBD volumes to check");
+    assert!(
+        !drbd_volumes.is_empty(),
+        "{label}: no DRBD volumes to check"
+    );
 
     // Each file on its own, with the secret and redacted.
     for name in &drbd_volumes {
@@ -199,7 +208,10 @@ fn check_cluster(label: &str, set: &ManifestSet) -> usize {
         ] {
             let text = text.unwrap_or_else(|e| panic!("{label}: render {name}: {e}"));
             if kind == "redacted" {
-                assert!(!text.contains(SECRET), "{label}: {name}: secret in redacted file");
+                assert!(
+                    !text.contains(SECRET),
+                    "{label}: {name}: secret in redacted file"
+                );
             }
             let dir = work.path().join(kind);
             std::fs::create_dir_all(&dir).unwrap();
@@ -352,9 +364,23 @@ fn check_dry_run(
 
     let mine = &drbd.replicas[me];
     let attach = if mine.meta_disk == "internal" {
-        vec!["drbdsetup", "attach", &minor, &mine.disk, &mine.disk, "internal"]
+        vec![
+            "drbdsetup",
+            "attach",
+            &minor,
+            &mine.disk,
+            &mine.disk,
+            "internal",
+        ]
     } else {
-        vec!["drbdsetup", "attach", &minor, &mine.disk, &mine.meta_disk, "flexible"]
+        vec![
+            "drbdsetup",
+            "attach",
+            &minor,
+            &mine.disk,
+            &mine.meta_disk,
+            "flexible",
+        ]
     };
     find(&attach);
 }
@@ -366,7 +392,10 @@ fn reference_cluster() {
     // DRBD volume it has must render into files drbdadm accepts.
     let set = load(&dir, false);
     let runs = check_cluster("manifests/", &set);
-    assert!(runs >= 2, "expected dry runs on at least two nodes, got {runs}");
+    assert!(
+        runs >= 2,
+        "expected dry runs on at least two nodes, got {runs}"
+    );
 }
 
 #[test]

@@ -221,6 +221,7 @@ mod tests {
             vms: [("www".to_string(), VmObserved { state: VmState::Running })].into(),
             addresses: ["192.0.2.10/24".to_string()].into(),
             last_error: None,
+            artifacts: Default::default(),
         };
         let a = Assignment {
             generation: 2,

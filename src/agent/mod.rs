@@ -5,3 +5,4 @@
 //! builds on it.
 
 pub mod local;
+pub mod runtime;

@@ -1,10 +1,16 @@
-use std::path::PathBuf;
+//! `rampart diff`: manifest to manifest (`--from REV --to REV`, [`crate::diff::manifests`])
+//! or manifest to running cluster (`PATH --observed FILE`, [`crate::diff::observed`]).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::{print_json, Color, Output, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK};
-use crate::diff::{colorize, diff_sets, ChangeKind, ObjectChange};
+use crate::diff::{colorize, diff_sets, ChangeKind, ObjectChange, ObservedDiff};
 use crate::manifest::{self, Rendered, Report};
+use crate::model::Desired;
+use crate::source::fs::Paths;
 use crate::source::git::Revision;
 
 #[derive(Debug, clap::Args)]
@@ -18,14 +24,20 @@ pub struct Args {
     /// The git repository (or any directory inside it).
     #[arg(long, value_name = "DIR", default_value = ".")]
     pub repo: PathBuf,
-    /// Only manifests under this path, relative to the top of the repository.
+    /// With --from: only manifests under this path, relative to the top of the repository.
+    /// With --observed: the manifests to compare (a directory or files; default `manifests`).
     #[arg(value_name = "PATH")]
     pub path: Option<PathBuf>,
+    /// Compare the manifests with a running cluster: this saved observed state (what
+    /// `rampart status -o yaml` writes, as `rampart simulate --observed` reads). Shows what
+    /// the controller and each node's agent would do, and the rendered files that would change.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "to", "repo"])]
+    pub observed: Option<PathBuf>,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Output,
     #[arg(long, value_enum, default_value_t)]
     pub color: Color,
-    /// List changed objects without their diffs.
+    /// List what changes without the unified diffs.
     #[arg(long)]
     pub summary: bool,
 }
@@ -63,8 +75,11 @@ fn side(rev: &Revision, report: &Report) -> Side {
 }
 
 pub fn run(args: Args) -> u8 {
+    if let Some(file) = &args.observed {
+        return run_observed(&args, file);
+    }
     let Some(from) = args.from.as_deref() else {
-        eprintln!("rampart diff: give `--from REV` (and optionally `--to REV`, default HEAD) to compare two revisions");
+        eprintln!("rampart diff: give `--from REV` (and optionally `--to REV`, default HEAD) to compare two revisions, or `PATH --observed FILE` to compare manifests with a running cluster");
         return EXIT_ERROR;
     };
     let prefix = args.path.clone().unwrap_or_default();
@@ -151,4 +166,101 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+#[derive(Serialize)]
+struct ManifestsSide<'a> {
+    path: &'a Path,
+    valid: bool,
+    diagnostics: Vec<Rendered>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonObserved<'a> {
+    manifests: ManifestsSide<'a>,
+    observed: &'a Path,
+    #[serde(flatten)]
+    diff: Option<&'a ObservedDiff>,
+}
+
+/// `rampart diff PATH --observed FILE`.
+fn run_observed(args: &Args, file: &Path) -> u8 {
+    let path = args.path.clone().unwrap_or_else(|| PathBuf::from("manifests"));
+    // Both inputs are checked before giving up, so one run reports every problem.
+    let report = if std::fs::symlink_metadata(&path).is_err() {
+        eprintln!("rampart diff: {}: no such file or directory", path.display());
+        None
+    } else {
+        Some(manifest::check(&Paths::new([path.clone()])))
+    };
+    let snapshot = crate::diff::load_snapshot(file).map_err(|e| eprintln!("rampart diff: {e}"));
+    let Some(report) = report else {
+        return EXIT_ERROR;
+    };
+    let desired = match Desired::from_report(&report) {
+        Ok(d) => d,
+        Err(e) => {
+            match args.output {
+                Output::Json => print_json(&JsonObserved {
+                    manifests: ManifestsSide {
+                        path: &path,
+                        valid: false,
+                        diagnostics: report.rendered(),
+                    },
+                    observed: file,
+                    diff: None,
+                }),
+                Output::Text => {
+                    for d in report.rendered() {
+                        eprintln!("{}", d.to_text());
+                    }
+                }
+            }
+            eprintln!("rampart diff: {}: {e}", path.display());
+            return EXIT_ERROR;
+        }
+    };
+    let Ok(snapshot) = snapshot else {
+        return EXIT_ERROR;
+    };
+    let diff = match crate::diff::against_observed(&report.set, &desired, &snapshot) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("rampart diff: {}: cannot render: {e}", path.display());
+            return EXIT_ERROR;
+        }
+    };
+    match args.output {
+        Output::Json => print_json(&JsonObserved {
+            manifests: ManifestsSide {
+                path: &path,
+                valid: true,
+                diagnostics: report.rendered(),
+            },
+            observed: file,
+            diff: Some(&diff),
+        }),
+        Output::Text => {
+            let mut out = String::new();
+            let _ = writeln!(
+                out,
+                "diff {} against the cluster observed in {} (at {}{})",
+                path.display(),
+                file.display(),
+                diff.now,
+                if diff.had_placement { "" } else { "; no placement in it: planned from none" }
+            );
+            out.push_str(&diff.to_text(crate::diff::TextOptions {
+                color: args.color.enabled(),
+                summary: args.summary,
+            }));
+            print!("{out}");
+        }
+    }
+    if diff.has_changes() {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }
 }

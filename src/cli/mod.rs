@@ -1,6 +1,7 @@
 //! The `rampart` command line. Each subcommand parses its arguments, calls into the library
 //! and prints; no decision is made here.
 
+mod demo;
 mod diff;
 mod generate;
 mod schema;
@@ -32,6 +33,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run an in-process cluster on the manifests (simulated hosts), kill a hypervisor, watch it fail over.
+    Demo(demo::Args),
     /// Check manifests: schema, references, placement, fencing, quorum, secrets.
     Validate(validate::Args),
     /// Write the JSON Schemas of the manifest kinds.
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
+        Command::Demo(a) => demo::run(a),
         Command::Validate(a) => validate::run(a),
         Command::Schema(a) => schema::run(a),
         Command::Diff(a) => diff::run(a),

@@ -31,12 +31,16 @@ pub fn load(source: &dyn Source) -> (ManifestSet, Vec<Diagnostic>) {
                 } else {
                     "make the file readable by the user running rampart, or move it out of the manifest tree"
                 };
-                diags.push(Diagnostic::error("unreadable-file", Anchor::File(file), msg).hint(hint));
+                diags
+                    .push(Diagnostic::error("unreadable-file", Anchor::File(file), msg).hint(hint));
                 continue;
             }
         };
         let text: Arc<str> = match String::from_utf8(bytes) {
-            Ok(s) => Arc::from(s),
+            // A byte order mark, as some Windows editors write, is no part of the text: libyaml
+            // counts it as a column of the first line and then rejects the second, and editors
+            // do not count it in the positions they show.
+            Ok(s) => Arc::from(s.strip_prefix('\u{feff}').unwrap_or(&s)),
             Err(e) => {
                 let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
                 let text = String::from_utf8_lossy(good);
@@ -82,7 +86,9 @@ fn load_file(set: &mut ManifestSet, diags: &mut Vec<Diagnostic>, file: usize, te
                 // what is a duplicate, `1` and `"1"` for example).
                 if e.to_string().contains("duplicate entry") {
                     match super::span::SpanIndex::build(text).first_duplicate() {
-                        Some((d_doc, path)) if d_doc == doc => d.anchor = Origin { file, doc }.key(path),
+                        Some((d_doc, path)) if d_doc == doc => {
+                            d.anchor = Origin { file, doc }.key(path)
+                        }
                         _ => {}
                     }
                 }
@@ -149,7 +155,9 @@ fn yaml_error(file: usize, text: &str, e: &serde_yaml::Error) -> Diagnostic {
             msg.truncate(i);
         }
         "indent with spaces; YAML does not allow tabs in indentation".to_string()
-    } else if msg.contains("did not find expected key") || msg.contains("mapping values are not allowed") {
+    } else if msg.contains("did not find expected key")
+        || msg.contains("mapping values are not allowed")
+    {
         "check the indentation: the keys of one mapping line up in the same column; quote a value that contains `: `".to_string()
     } else if let Some(at) = opened("while scanning a quoted scalar") {
         format!("close the quote opened at {at}")
@@ -225,7 +233,9 @@ fn load_document(
         None => {
             diags.push(
                 Diagnostic::error("missing-field", origin.at(""), "missing field `apiVersion`")
-                    .hint(format!("add `apiVersion: {API_VERSION}` at the top of the document")),
+                    .hint(format!(
+                        "add `apiVersion: {API_VERSION}` at the top of the document"
+                    )),
             );
             return;
         }
@@ -239,8 +249,9 @@ fn load_document(
                 ),
             };
             diags.push(
-                Diagnostic::error("unknown-api-version", origin.at("apiVersion"), msg)
-                .hint(format!("this version of Rampart reads `apiVersion: {API_VERSION}`")),
+                Diagnostic::error("unknown-api-version", origin.at("apiVersion"), msg).hint(
+                    format!("this version of Rampart reads `apiVersion: {API_VERSION}`"),
+                ),
             );
             return;
         }
@@ -288,7 +299,14 @@ fn load_document(
             }
         }
         Kind::Node => insert(&mut set.nodes, &set.files, diags, origin, kind, value),
-        Kind::FenceDevice => insert(&mut set.fence_devices, &set.files, diags, origin, kind, value),
+        Kind::FenceDevice => insert(
+            &mut set.fence_devices,
+            &set.files,
+            diags,
+            origin,
+            kind,
+            value,
+        ),
         Kind::Volume => insert(&mut set.volumes, &set.files, diags, origin, kind, value),
         Kind::VirtualMachine => insert(&mut set.vms, &set.files, diags, origin, kind, value),
         Kind::VirtualIP => insert(&mut set.vips, &set.files, diags, origin, kind, value),
@@ -371,7 +389,10 @@ fn schema_error(
 ) -> Diagnostic {
     let path = e.path().to_string();
     let path = if path == "." { String::new() } else { path };
-    let msg = plain_expected(&strip_location(&e.inner().to_string(), e.inner().location()));
+    let msg = plain_expected(&strip_location(
+        &e.inner().to_string(),
+        e.inner().location(),
+    ));
     let schema = format!("schemas/{}.schema.json", kind.file_stem());
     if let Some(rest) = msg.strip_prefix("unknown field `") {
         let field = rest.split('`').next().unwrap_or_default();
@@ -381,55 +402,118 @@ fn schema_error(
             None if expected.is_empty() => format!("remove it (see {schema})"),
             None => format!(
                 "remove it; the fields here are {} (see {schema})",
-                expected.iter().map(|f| format!("`{f}`")).collect::<Vec<_>>().join(", ")
+                expected
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         };
-        return Diagnostic::error("unknown-field", origin.key(path), format!("unknown field `{field}`"))
-            .hint(hint);
+        return Diagnostic::error(
+            "unknown-field",
+            origin.key(path),
+            format!("unknown field `{field}`"),
+        )
+        .hint(hint);
     }
     if let Some(rest) = msg.strip_prefix("missing field `") {
         let field = rest.split('`').next().unwrap_or_default();
-        let at = if path.is_empty() { "the document".to_string() } else { format!("`{path}`") };
-        return Diagnostic::error("missing-field", origin.key(path.clone()), format!("missing field `{field}`"))
-            .hint(format!("add `{field}:` to {at} (see {schema})"));
+        let at = if path.is_empty() {
+            "the document".to_string()
+        } else {
+            format!("`{path}`")
+        };
+        return Diagnostic::error(
+            "missing-field",
+            origin.key(path.clone()),
+            format!("missing field `{field}`"),
+        )
+        .hint(format!("add `{field}:` to {at} (see {schema})"));
     }
     if msg.starts_with("unknown variant") {
-        return Diagnostic::error("invalid-value", origin.at(path), msg.replace(", expected", "; expected"))
-            .hint(format!("use one of the listed values (see {schema})"));
+        return Diagnostic::error(
+            "invalid-value",
+            origin.at(path),
+            msg.replace(", expected", "; expected"),
+        )
+        .hint(format!("use one of the listed values (see {schema})"));
     }
     Diagnostic::error("invalid-value", origin.at(path), msg)
         .hint(format!("see {schema} for what this field takes"))
 }
 
-/// The closest candidate within a small edit distance, for "did you mean" hints.
-pub(crate) fn did_you_mean<'a>(word: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    let w = word.to_ascii_lowercase();
-    candidates
-        .map(|c| (edit_distance(&w, &c.to_ascii_lowercase()), c))
-        .filter(|(d, c)| *d <= (c.len() / 3).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+/// The closest candidate within a small edit distance, for "did you mean" hints: the first
+/// of the closest, at most a third of the candidate's length away (at least 1).
+///
+/// Validation asks this once per unresolved name, against every name of a kind, so it must be
+/// cheap: a repository of thousands of VMs with a renamed volume would otherwise take minutes.
+/// Distances are only computed as far as they can still beat the best so far.
+pub(crate) fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let w: Vec<char> = word.chars().map(|c| c.to_ascii_lowercase()).collect();
+    let mut c_chars: Vec<char> = Vec::new();
+    let mut rows = (Vec::new(), Vec::new());
+    let mut best: Option<(usize, &'a str)> = None;
+    for c in candidates {
+        let mut limit = (c.len() / 3).max(1);
+        if let Some((d, _)) = best {
+            if d == 0 {
+                break;
+            }
+            limit = limit.min(d - 1);
+        }
+        c_chars.clear();
+        c_chars.extend(c.chars().map(|c| c.to_ascii_lowercase()));
+        if let Some(d) = edit_distance_within(&w, &c_chars, limit, &mut rows) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
+/// The Levenshtein distance of `a` and `b` when it is at most `limit`.
+fn edit_distance_within(
+    a: &[char],
+    b: &[char],
+    limit: usize,
+    (prev, cur): &mut (Vec<usize>, Vec<usize>),
+) -> Option<usize> {
+    if a.len().abs_diff(b.len()) > limit {
+        return None;
+    }
+    prev.clear();
+    prev.extend(0..=b.len());
+    for (i, ca) in a.iter().enumerate() {
+        cur.clear();
+        cur.push(i + 1);
+        let mut row_min = i + 1;
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+            let d = (prev[j] + usize::from(ca != cb))
                 .min(prev[j + 1] + 1)
                 .min(cur[j] + 1);
+            row_min = row_min.min(d);
+            cur.push(d);
         }
-        prev = cur;
+        if row_min > limit {
+            return None;
+        }
+        std::mem::swap(prev, cur);
     }
-    prev[b.len()]
+    Some(prev[b.len()]).filter(|d| *d <= limit)
 }
 
 fn resolve_domain_xml(source: &dyn Source, set: &mut ManifestSet, diags: &mut Vec<Diagnostic>) {
     let mut found = BTreeMap::new();
     for (name, e) in &set.vms {
-        let Some(rel) = e.object.spec.domain.as_ref().and_then(|d| d.xml_file.as_ref()) else {
+        let Some(rel) = e
+            .object
+            .spec
+            .domain
+            .as_ref()
+            .and_then(|d| d.xml_file.as_ref())
+        else {
             continue;
         };
         let path = resolve_relative(&set.files[e.origin.file].path, rel);
@@ -476,7 +560,24 @@ mod tests {
     fn did_you_mean_finds_near_misses_only() {
         let kinds = ["Cluster", "Node", "VirtualMachine"];
         assert_eq!(did_you_mean("Nodes", kinds.into_iter()), Some("Node"));
-        assert_eq!(did_you_mean("virtualmachine", kinds.into_iter()), Some("VirtualMachine"));
+        assert_eq!(
+            did_you_mean("virtualmachine", kinds.into_iter()),
+            Some("VirtualMachine")
+        );
         assert_eq!(did_you_mean("Banana", kinds.into_iter()), None);
+        // The first of equally close candidates wins.
+        assert_eq!(did_you_mean("hv3", ["hv1", "hv2"].into_iter()), Some("hv1"));
+        assert_eq!(
+            did_you_mean("ipmi-hv22", ["ipmi-hv1", "ipmi-hv2"].into_iter()),
+            Some("ipmi-hv2")
+        );
+        assert_eq!(did_you_mean("", ["a"].into_iter()), Some("a"));
+        assert_eq!(
+            did_you_mean(
+                "prefered",
+                ["allowed", "preferred", "antiAffinity"].into_iter()
+            ),
+            Some("preferred")
+        );
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
+use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 use super::diag::Part;
 
@@ -57,7 +57,9 @@ enum Frame {
         next: usize,
     },
     /// Inside a complex (non-scalar) mapping key: nothing in it is addressable.
-    Opaque { depth: usize },
+    Opaque {
+        depth: usize,
+    },
 }
 
 struct Builder {
@@ -82,7 +84,13 @@ impl Builder {
         let doc = self.docs.last_mut()?;
         match self.stack.last_mut() {
             None => {
-                doc.insert(String::new(), Spans { key: None, value: pos });
+                doc.insert(
+                    String::new(),
+                    Spans {
+                        key: None,
+                        value: pos,
+                    },
+                );
                 Some(String::new())
             }
             Some(Frame::Opaque { .. }) => None,
@@ -104,7 +112,13 @@ impl Builder {
                     if scalar.is_some() && !seen.insert(k.clone()) && self.duplicate.is_none() {
                         let p = join(path, &k);
                         // Record the repeat's own position under the path.
-                        doc.insert(p.clone(), Spans { key: Some(pos), value: pos });
+                        doc.insert(
+                            p.clone(),
+                            Spans {
+                                key: Some(pos),
+                                value: pos,
+                            },
+                        );
                         self.duplicate = Some((self.docs.len() - 1, p));
                     }
                     *key = Some(k);
@@ -113,14 +127,26 @@ impl Builder {
                 }
                 Some(k) => {
                     let p = join(path, &k);
-                    doc.insert(p.clone(), Spans { key: key_pos.take(), value: pos });
+                    doc.insert(
+                        p.clone(),
+                        Spans {
+                            key: key_pos.take(),
+                            value: pos,
+                        },
+                    );
                     Some(p)
                 }
             },
             Some(Frame::Seq { path, next }) => {
                 let p = format!("{path}[{next}]");
                 *next += 1;
-                doc.insert(p.clone(), Spans { key: None, value: pos });
+                doc.insert(
+                    p.clone(),
+                    Spans {
+                        key: None,
+                        value: pos,
+                    },
+                );
                 Some(p)
             }
         }
@@ -159,8 +185,17 @@ impl MarkedEventReceiver for Builder {
                 self.docs.push(HashMap::new());
                 self.stack.clear();
             }
-            Event::Scalar(ref v, ..) => {
-                self.node(pos, Some(v));
+            Event::Scalar(ref v, style, ..) => {
+                let path = self.node(pos, Some(v));
+                // An empty value (`apiVersion:` and nothing after it) is marked where the next
+                // token starts, often the next line's key. Point at its own key instead.
+                if v.is_empty() && style == TScalarStyle::Plain {
+                    if let (Some(p), Some(doc)) = (path, self.docs.last_mut()) {
+                        if let Some(s) = doc.get_mut(&p) {
+                            s.value = s.key.unwrap_or(s.value);
+                        }
+                    }
+                }
             }
             Event::Alias(_) => {
                 self.node(pos, None);
@@ -306,15 +341,24 @@ spec: {a: 1, b: [x, y]}
         let ix = SpanIndex::build(TEXT);
         assert_eq!(ix.locate(0, "kind", Part::Key), (2, 1));
         assert_eq!(ix.locate(0, "kind", Part::Value), (2, 7));
-        assert_eq!(ix.locate(0, "spec.fencing[0].devices[0].device", Part::Key), (6, 11));
-        assert_eq!(ix.locate(0, "spec.fencing[0].devices[0].plug", Part::Value), (7, 17));
+        assert_eq!(
+            ix.locate(0, "spec.fencing[0].devices[0].device", Part::Key),
+            (6, 11)
+        );
+        assert_eq!(
+            ix.locate(0, "spec.fencing[0].devices[0].plug", Part::Value),
+            (7, 17)
+        );
         assert_eq!(ix.locate(1, "spec.b[1]", Part::Value), (10, 21));
     }
 
     #[test]
     fn unknown_paths_fall_back_to_the_nearest_parent() {
         let ix = SpanIndex::build(TEXT);
-        assert_eq!(ix.locate(0, "spec.fencing[0].nope", Part::Key), ix.locate(0, "spec.fencing[0]", Part::Key));
+        assert_eq!(
+            ix.locate(0, "spec.fencing[0].nope", Part::Key),
+            ix.locate(0, "spec.fencing[0]", Part::Key)
+        );
         assert_eq!(ix.locate(7, "x", Part::Key), (1, 1));
     }
 
@@ -339,7 +383,15 @@ spec: {a: 1, b: [x, y]}
         assert_eq!(within_text("x: 1\na: b\n", 2, 4), (2, 4));
         assert_eq!(within_text("", 2, 1), (1, 1));
         let ix = SpanIndex::build("kind: Node\napiVersion: ");
-        assert_eq!(ix.locate(0, "apiVersion", Part::Value), (2, 13));
+        assert_eq!(ix.locate(0, "apiVersion", Part::Value), (2, 1));
+    }
+
+    #[test]
+    fn empty_values_are_located_at_their_key() {
+        let ix = SpanIndex::build("apiVersion:\nkind: Node\nspec:\n  role:\n  x: \"\"\n");
+        assert_eq!(ix.locate(0, "apiVersion", Part::Value), (1, 1));
+        assert_eq!(ix.locate(0, "spec.role", Part::Value), (4, 3));
+        assert_eq!(ix.locate(0, "spec.x", Part::Value), (5, 6));
     }
 
     #[test]

@@ -86,6 +86,12 @@ pub struct HostReport {
     pub addresses: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<FailedAction>,
+    /// The rendered files the host has, by path (`/etc/drbd.d/NAME.res`,
+    /// `/etc/libvirt/qemu/NAME.xml`), for `rampart diff --observed`. An agent reports them with
+    /// the DRBD shared secret replaced by a placeholder; `diff` redacts any secret it still
+    /// finds before showing a file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub artifacts: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -108,7 +108,8 @@ pub fn render_res(
 
 /// The resource file of `volume` as shown to people (`rampart diff`, logs): the shared secret
 /// is replaced by a placeholder like `<secret from /etc/rampart/secrets/drbd>`. Identical to
-/// [`render_res`] otherwise.
+/// [`render_res`] otherwise. Never write it to a host: drbdadm would take the placeholder as
+/// the secret (or refuse it when longer than 63 bytes).
 pub fn render_res_redacted(set: &ManifestSet, volume: &str) -> Result<String, RenderError> {
     render(set, volume, SecretText::Placeholder)
 }
@@ -197,12 +198,9 @@ fn render(set: &ManifestSet, volume: &str, secret: SecretText<'_>) -> Result<Str
             Some(quote_secret(value))
         }
         (SecretText::Placeholder, None) => None,
-        (SecretText::Placeholder, Some(reference)) => Some(word(
-            "secret reference",
-            &placeholder(reference),
-            true,
-        )?
-        .into_owned()),
+        (SecretText::Placeholder, Some(reference)) => {
+            Some(word("secret reference", &placeholder(reference), true)?.into_owned())
+        }
     };
 
     let name = word("resource name", volume, false)?;
@@ -241,8 +239,14 @@ fn render(set: &ManifestSet, volume: &str, secret: SecretText<'_>) -> Result<Str
 
     // `write!` into a String cannot fail; the results are ignored on purpose below.
     let mut out = String::new();
-    let _ = writeln!(out, "# DRBD resource of Volume `{volume}`, rendered by Rampart.");
-    let _ = writeln!(out, "# Edit the manifest, not this file: the agent overwrites it.");
+    let _ = writeln!(
+        out,
+        "# DRBD resource of Volume `{volume}`, rendered by Rampart."
+    );
+    let _ = writeln!(
+        out,
+        "# Edit the manifest, not this file: the agent overwrites it."
+    );
     let _ = writeln!(out, "resource {name} {{");
     let _ = writeln!(out, "    options {{");
     let _ = writeln!(out, "        auto-promote no;");
@@ -367,8 +371,7 @@ fn word<'a>(what: &str, s: &'a str, always_quote: bool) -> Result<Cow<'a, str>, 
         });
     }
     let bare = !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'.' | b'-'));
     if bare && !always_quote {
         Ok(Cow::Borrowed(s))
@@ -570,8 +573,7 @@ resource data {
     fn golden_with_secret_value() {
         let (set, _dir) = set_from(&[("all.yaml", BASE)]);
         let got = render_res(&set, "data", Some(r#"s3cr"t\x"#)).unwrap();
-        let want =
-            format!("{DATA_HEAD}        shared-secret \"s3cr\\\"t\\\\x\";\n{DATA_TAIL}");
+        let want = format!("{DATA_HEAD}        shared-secret \"s3cr\\\"t\\\\x\";\n{DATA_TAIL}");
         assert_eq!(got, want);
     }
 
@@ -733,7 +735,10 @@ resource plain {
 
     #[test]
     fn words_are_bare_or_quoted() {
-        assert_eq!(word("x", "/dev/vg0/a-b_c.d", false).unwrap(), "/dev/vg0/a-b_c.d");
+        assert_eq!(
+            word("x", "/dev/vg0/a-b_c.d", false).unwrap(),
+            "/dev/vg0/a-b_c.d"
+        );
         assert_eq!(word("x", "a b", false).unwrap(), "\"a b\"");
         assert_eq!(word("x", "a\"b\\c", false).unwrap(), r#""a\"b\\c""#);
         assert_eq!(word("x", "", false).unwrap(), "\"\"");

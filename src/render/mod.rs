@@ -23,7 +23,8 @@ mod test_support;
 
 pub use domain::render_domain;
 pub use drbd::{
-    drbd_volumes_on, render_all_for_node, render_res, render_res_redacted, res_file_name, Secrets, RES_DIR,
+    drbd_volumes_on, render_all_for_node, render_res, render_res_redacted, res_file_name, Secrets,
+    RES_DIR,
 };
 pub use id::{derived_mac, derived_uuid, sha1};
 
@@ -48,7 +49,11 @@ pub enum RenderError {
     #[error("VirtualMachine `{vm}` attaches Volume `{volume}`, which does not exist")]
     DanglingVolume { vm: String, volume: String },
     #[error("the replicas of Volume `{volume}` mix IPv4 and IPv6 replication addresses ({a}, {b}); DRBD connects only addresses of one family")]
-    MixedAddressFamilies { volume: String, a: String, b: String },
+    MixedAddressFamilies {
+        volume: String,
+        a: String,
+        b: String,
+    },
     #[error("Volume `{volume}` has a shared secret configured, but no secret value was given")]
     SecretMissing { volume: String },
     #[error("Volume `{volume}` has no shared secret configured, but a secret value was given")]

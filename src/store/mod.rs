@@ -20,6 +20,7 @@
 //! returns an error; it never pretends to have succeeded, because S4 (a deposed leader's write
 //! must fail) and S3 (an agent that cannot renew its lease stops its work) rest on that.
 
+pub mod cluster;
 pub mod memory;
 
 use std::fmt;

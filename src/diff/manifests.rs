@@ -1,4 +1,4 @@
-//! What changes between two sets of manifests, object by object.
+//! Manifest to manifest: what changes between two sets of manifests, object by object.
 //!
 //! Objects are compared in canonical form (parsed, then written back as YAML with defaults
 //! filled in), so reformatting and comments are not changes, and a changed default shows.
@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use similar::{ChangeTag, TextDiff};
 
+use super::unified;
 use crate::manifest::{Kind, ManifestSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,51 +61,4 @@ pub fn diff_sets(from: &ManifestSet, to: &ManifestSet) -> Vec<ObjectChange> {
             })
         })
         .collect()
-}
-
-/// A unified diff with three lines of context, labelled `a/LABEL` and `b/LABEL`.
-pub fn unified(old: &str, new: &str, label: &str) -> String {
-    TextDiff::from_lines(old, new)
-        .unified_diff()
-        .context_radius(3)
-        .header(&format!("a/{label}"), &format!("b/{label}"))
-        .to_string()
-}
-
-/// Colour a unified diff for a terminal: removed red, added green, hunk headers cyan.
-pub fn colorize(diff: &str) -> String {
-    let mut out = String::with_capacity(diff.len() + diff.len() / 4);
-    for line in diff.split_inclusive('\n') {
-        let color = if line.starts_with("+++") || line.starts_with("---") {
-            "\x1b[1m"
-        } else if line.starts_with('+') {
-            "\x1b[32m"
-        } else if line.starts_with('-') {
-            "\x1b[31m"
-        } else if line.starts_with("@@") {
-            "\x1b[36m"
-        } else {
-            ""
-        };
-        if color.is_empty() {
-            out.push_str(line);
-        } else {
-            let body = line.trim_end_matches('\n');
-            out.push_str(color);
-            out.push_str(body);
-            out.push_str("\x1b[0m");
-            if line.ends_with('\n') {
-                out.push('\n');
-            }
-        }
-    }
-    out
-}
-
-/// Count of changed lines in a diff (for summaries).
-pub fn changed_lines(old: &str, new: &str) -> usize {
-    TextDiff::from_lines(old, new)
-        .iter_all_changes()
-        .filter(|c| c.tag() != ChangeTag::Equal)
-        .count()
 }

@@ -1,0 +1,232 @@
+//! The controller: any node may run one; one leads. The leader reads the cluster state, plans
+//! with the pure planner, fences first, then writes the assignments — every write guarded by
+//! its leadership (S4), so a deposed controller changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::agent::runtime::Event;
+use crate::drivers::Fencer;
+use crate::invariants;
+use crate::model::{Desired, FenceAttempt, Lease, NodeObserved, Observed, Time};
+use crate::planner;
+use crate::store::cluster::{ClusterStore, ClusterView};
+use crate::store::{LeaseId, Op};
+
+#[derive(Debug, Clone)]
+pub struct ControllerOptions {
+    pub id: String,
+    pub lease_ttl: Duration,
+    pub tick: Duration,
+    /// Longest time one fence action may take.
+    pub fence_timeout: Duration,
+}
+
+/// Counters the demo and the metrics endpoint show.
+#[derive(Debug, Clone, Default)]
+pub struct ControllerStats {
+    pub rounds: u64,
+    pub fence_actions: u64,
+    pub violations: Vec<String>,
+    pub last_plan: Option<planner::Plan>,
+}
+
+/// Build the planner's view from the store. Lease absence becomes `Expired(since)` with
+/// `since` the moment the controller first saw it gone (recorded in the store so that a new
+/// leader keeps it); that is never earlier than the real expiry, so deadlines only get later.
+fn observed_from(view: &ClusterView, d: &Desired, now: Time) -> (Observed, Vec<String>) {
+    let mut lost = Vec::new();
+    let mut nodes = std::collections::BTreeMap::new();
+    for name in d.nodes.keys() {
+        let report = view.reports.get(name).cloned();
+        let lease = if view.leases.contains_key(name) {
+            Lease::Alive
+        } else if let Some(t) = view.lost.get(name) {
+            lost.push(name.clone());
+            Lease::Expired(*t)
+        } else if report.is_some() || view.assignments.get(name).is_some_and(|a| !a.is_empty()) {
+            lost.push(name.clone());
+            Lease::Expired(now)
+        } else {
+            Lease::Never
+        };
+        let fence_attempts = if lease == Lease::Alive {
+            Vec::new()
+        } else {
+            view.fence.get(name).cloned().unwrap_or_default()
+        };
+        nodes.insert(
+            name.clone(),
+            NodeObserved {
+                lease,
+                fence_attempts,
+                report,
+            },
+        );
+    }
+    (
+        Observed {
+            nodes,
+            operations: view.operations.clone(),
+        },
+        lost,
+    )
+}
+
+/// Run the controller until `stop` turns true.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    cs: ClusterStore,
+    desired: watch::Receiver<Arc<Desired>>,
+    fencer: Arc<dyn Fencer>,
+    opts: ControllerOptions,
+    clock: impl Fn() -> Time + Send,
+    events: Option<mpsc::UnboundedSender<Event>>,
+    stats: Arc<std::sync::Mutex<ControllerStats>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let emit = |m: String| {
+        if let Some(tx) = &events {
+            let _ = tx.send(Event {
+                source: "controller".into(),
+                message: m,
+            });
+        }
+    };
+    let mut lease: Option<LeaseId> = None;
+    let mut elected: Option<i64> = None;
+    let mut ticker = tokio::time::interval(opts.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => {}
+        }
+        if *stop.borrow() {
+            if let Some(l) = lease {
+                let _ = cs.store.revoke(l).await;
+            }
+            return;
+        }
+        // Leadership on a lease.
+        if lease.is_none() {
+            lease = cs.store.grant_lease(opts.lease_ttl).await.ok();
+        } else if let Some(l) = lease {
+            if cs.store.keep_alive(l).await.is_err() {
+                lease = None;
+                if elected.take().is_some() {
+                    emit("lost leadership".into());
+                }
+                continue;
+            }
+        }
+        let Some(l) = lease else { continue };
+        if elected.is_none() {
+            if let Ok(Some(rev)) = cs.campaign(&opts.id, l).await {
+                emit(format!("{} leads", opts.id));
+                elected = Some(rev);
+            } else {
+                continue;
+            }
+        }
+        let rev = elected.expect("elected above");
+        let d = desired.borrow().clone();
+        let Ok(view) = cs.view().await else { continue };
+        let now = clock();
+        let (observed, lost_nodes) = observed_from(&view, &d, now);
+        // Record when each node was first seen lost, and clear the record of nodes back alive.
+        let mut bookkeeping = Vec::new();
+        for n in &lost_nodes {
+            if !view.lost.contains_key(n) {
+                emit(format!("node {n} lost: its lease expired"));
+                bookkeeping.push(Op::put(cs.lost_key(n), serde_json::to_vec(&now).unwrap()));
+            }
+        }
+        for n in view.lost.keys() {
+            if view.leases.contains_key(n) {
+                emit(format!("node {n} is back"));
+                bookkeeping.push(Op::delete(cs.lost_key(n)));
+                bookkeeping.push(Op::delete(cs.fence_key(n)));
+            }
+        }
+        let prev = view.placement.clone();
+        let plan = planner::plan(&d, &observed, &prev, now);
+        let violations = invariants::check_plan(&d, &observed, &prev, &plan);
+        // Fence first, level by level as the plan asks, recording every attempt.
+        let mut fenced_any = false;
+        for req in &plan.fence {
+            let mut ok = true;
+            let mut error = None;
+            for step in &req.devices {
+                let r = tokio::time::timeout(opts.fence_timeout, fencer.fence_off(&req.node, step)).await;
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        ok = false;
+                        error = Some(e.to_string());
+                        break;
+                    }
+                    Err(_) => {
+                        ok = false;
+                        error = Some(format!("{} timed out", step.device));
+                        break;
+                    }
+                }
+            }
+            let devices = req.devices.iter().map(|s| s.device.as_str()).collect::<Vec<_>>().join("+");
+            emit(format!(
+                "fence {} level {} via {devices}: {}",
+                req.node,
+                req.level,
+                if ok { "confirmed off".to_string() } else { format!("FAILED ({})", error.clone().unwrap_or_default()) }
+            ));
+            let mut attempts = observed.nodes.get(&req.node).map(|n| n.fence_attempts.clone()).unwrap_or_default();
+            attempts.push(FenceAttempt {
+                level: req.level,
+                device: devices,
+                at: now,
+                ok,
+                error,
+            });
+            bookkeeping.push(Op::put(cs.fence_key(&req.node), serde_json::to_vec(&attempts).unwrap()));
+            fenced_any = true;
+        }
+        let mut ops = bookkeeping;
+        // After fencing, write only the bookkeeping: the next round plans with the result.
+        if !fenced_any {
+            ops.extend(cs.placement_ops(&prev, &plan.placement));
+        }
+        let changed: Vec<String> = plan.changed_nodes(&prev).map(str::to_string).collect();
+        if !ops.is_empty() {
+            let lost_refs: Vec<&str> = lost_nodes.iter().map(String::as_str).collect();
+            match cs.leader_txn(&opts.id, rev, &lost_refs, ops).await {
+                Ok(true) => {
+                    if !fenced_any {
+                        for n in &changed {
+                            let g = plan.placement.assignments[n].generation;
+                            emit(format!("assigns generation {g} to {n}"));
+                        }
+                    }
+                }
+                Ok(false) => {
+                    // Deposed, or a lost node came back: re-plan next round.
+                    if cs.view().await.map(|v| v.leader.as_deref() != Some(&opts.id)).unwrap_or(true) {
+                        emit("lost leadership".into());
+                        elected = None;
+                    }
+                }
+                Err(e) => emit(format!("cannot write to the store: {e}")),
+            }
+        }
+        let mut s = stats.lock().unwrap();
+        s.rounds += 1;
+        s.fence_actions += plan.fence.len() as u64;
+        for v in violations {
+            emit(format!("INVARIANT VIOLATION {v}"));
+            s.violations.push(v.to_string());
+        }
+        s.last_plan = Some(plan);
+    }
+}

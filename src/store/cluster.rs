@@ -1,0 +1,218 @@
+//! The cluster's state in the store: one place that knows the key layout and the encoding
+//! (JSON values), so the controller, the agents and `rampart status` read the same facts.
+//!
+//! Layout under `PREFIX/` (one prefix per cluster):
+//! - `nodes/NODE/lease` — present while the node's agent keeps its lease alive;
+//! - `lost/NODE` — when the controller first saw that lease gone (the start of an incident);
+//! - `fence/NODE` — fence attempts of the current incident;
+//! - `assignments/NODE` — the node's assignment, with its generation;
+//! - `reports/NODE` — the agent's last report;
+//! - `placement` — the controller's chosen nodes (VM -> node, VIP -> node);
+//! - `operations` — maintenance and drained nodes, set by the admin;
+//! - `leader` — the leading controller, on its lease.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{Compare, CompareOp, LeaseId, Op, Store, StoreError, Txn};
+use crate::model::{Assignment, FenceAttempt, HostReport, Operations, Placement, Time};
+
+#[derive(Clone)]
+pub struct ClusterStore {
+    pub store: Arc<dyn Store>,
+    prefix: String,
+}
+
+/// A value in the store that does not decode: garbage written by someone else, or a newer
+/// format. Reported, never silently dropped.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("key {key} holds a value that does not decode: {message}")]
+    Garbage { key: String, message: String },
+}
+
+/// Everything the controller reads in one consistent range.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub revision: i64,
+    pub leases: BTreeMap<String, ()>,
+    pub lost: BTreeMap<String, Time>,
+    pub fence: BTreeMap<String, Vec<FenceAttempt>>,
+    pub assignments: BTreeMap<String, Assignment>,
+    pub reports: BTreeMap<String, HostReport>,
+    pub placement: Placement,
+    pub operations: Operations,
+    pub leader: Option<String>,
+    /// Keys whose values did not decode.
+    pub garbage: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Chosen {
+    #[serde(default)]
+    vms: BTreeMap<String, String>,
+    #[serde(default)]
+    vips: BTreeMap<String, String>,
+}
+
+impl ClusterStore {
+    pub fn new(store: Arc<dyn Store>, prefix: &str) -> Self {
+        ClusterStore {
+            store,
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub fn key(&self, rest: &str) -> Vec<u8> {
+        format!("{}/{rest}", self.prefix).into_bytes()
+    }
+
+    pub fn lease_key(&self, node: &str) -> Vec<u8> {
+        self.key(&format!("nodes/{node}/lease"))
+    }
+    pub fn assignment_key(&self, node: &str) -> Vec<u8> {
+        self.key(&format!("assignments/{node}"))
+    }
+    pub fn report_key(&self, node: &str) -> Vec<u8> {
+        self.key(&format!("reports/{node}"))
+    }
+    pub fn fence_key(&self, node: &str) -> Vec<u8> {
+        self.key(&format!("fence/{node}"))
+    }
+    pub fn lost_key(&self, node: &str) -> Vec<u8> {
+        self.key(&format!("lost/{node}"))
+    }
+    pub fn leader_key(&self) -> Vec<u8> {
+        self.key("leader")
+    }
+
+    /// Read the whole cluster state at one revision.
+    pub async fn view(&self) -> Result<ClusterView, StoreError> {
+        let (kvs, revision) = self.store.range(format!("{}/", self.prefix).as_bytes()).await?;
+        let mut v = ClusterView {
+            revision,
+            ..Default::default()
+        };
+        let skip = self.prefix.len() + 1;
+        for kv in kvs {
+            let Ok(key) = std::str::from_utf8(&kv.key[skip..]) else {
+                v.garbage.push(String::from_utf8_lossy(&kv.key).into_owned());
+                continue;
+            };
+            let parts: Vec<&str> = key.split('/').collect();
+            let mut bad = |k: &str, e: String| v.garbage.push(format!("{k}: {e}"));
+            fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+                serde_json::from_slice(b).map_err(|e| e.to_string())
+            }
+            match parts.as_slice() {
+                ["nodes", n, "lease"] => {
+                    v.leases.insert(n.to_string(), ());
+                }
+                ["lost", n] => match dec(&kv.value) {
+                    Ok(t) => {
+                        v.lost.insert(n.to_string(), t);
+                    }
+                    Err(e) => bad(key, e),
+                },
+                ["fence", n] => match dec(&kv.value) {
+                    Ok(t) => {
+                        v.fence.insert(n.to_string(), t);
+                    }
+                    Err(e) => bad(key, e),
+                },
+                ["assignments", n] => match dec(&kv.value) {
+                    Ok(t) => {
+                        v.assignments.insert(n.to_string(), t);
+                    }
+                    Err(e) => bad(key, e),
+                },
+                ["reports", n] => match dec(&kv.value) {
+                    Ok(t) => {
+                        v.reports.insert(n.to_string(), t);
+                    }
+                    Err(e) => bad(key, e),
+                },
+                ["placement"] => match dec::<Chosen>(&kv.value) {
+                    Ok(c) => {
+                        v.placement.vms = c.vms;
+                        v.placement.vips = c.vips;
+                    }
+                    Err(e) => bad(key, e),
+                },
+                ["operations"] => match dec(&kv.value) {
+                    Ok(o) => v.operations = o,
+                    Err(e) => bad(key, e),
+                },
+                ["leader"] => v.leader = Some(String::from_utf8_lossy(&kv.value).into_owned()),
+                _ => {}
+            }
+        }
+        v.placement.assignments = v.assignments.clone();
+        Ok(v)
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
+        match self.store.get(key).await? {
+            None => Ok(None),
+            Some(kv) => serde_json::from_slice(&kv.value).map(Some).map_err(|e| StateError::Garbage {
+                key: String::from_utf8_lossy(key).into_owned(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    pub async fn put<T: Serialize>(&self, key: &[u8], value: &T, lease: Option<LeaseId>) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).expect("state values serialize");
+        self.store.put(key, &bytes, lease).await.map(|_| ())
+    }
+
+    /// Write `ops` only while `me` still leads, with the leader key at the revision at which
+    /// `me` was elected. A deposed controller's write fails here (S4).
+    ///
+    /// `lost` names the nodes the plan treated as gone: the write also fails if any of them has
+    /// taken a lease again since the view was read, so work is never moved off a node that has
+    /// just come back (the controller re-plans instead).
+    pub async fn leader_txn(&self, me: &str, elected_rev: i64, lost: &[&str], ops: Vec<Op>) -> Result<bool, StoreError> {
+        let k = self.leader_key();
+        let mut compares = vec![
+            Compare::value(k.clone(), CompareOp::Equal, me.as_bytes().to_vec()),
+            Compare::mod_revision(k, CompareOp::Equal, elected_rev),
+        ];
+        compares.extend(lost.iter().map(|n| Compare::absent(self.lease_key(n))));
+        let txn = Txn::new().when(compares).and_then(ops);
+        Ok(self.store.txn(txn).await?.succeeded)
+    }
+
+    /// Try to become leader on `lease`. Returns the revision of the leader key when elected.
+    pub async fn campaign(&self, me: &str, lease: LeaseId) -> Result<Option<i64>, StoreError> {
+        let k = self.leader_key();
+        let txn = Txn::new()
+            .when([Compare::absent(k.clone())])
+            .and_then([Op::put_with_lease(k, me.as_bytes().to_vec(), lease)]);
+        let r = self.store.txn(txn).await?;
+        Ok(r.succeeded.then_some(r.revision))
+    }
+
+    /// The placement write: changed assignments plus the chosen nodes.
+    pub fn placement_ops(&self, prev: &Placement, next: &Placement) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for (n, a) in &next.assignments {
+            if prev.assignments.get(n) != Some(a) {
+                ops.push(Op::put(self.assignment_key(n), serde_json::to_vec(a).expect("serialize")));
+            }
+        }
+        if prev.vms != next.vms || prev.vips != next.vips {
+            let c = Chosen {
+                vms: next.vms.clone(),
+                vips: next.vips.clone(),
+            };
+            ops.push(Op::put(self.key("placement"), serde_json::to_vec(&c).expect("serialize")));
+        }
+        ops
+    }
+}
