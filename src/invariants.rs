@@ -15,7 +15,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::manifest::cluster::{Failback, FencingPolicy};
-use crate::model::{Desired, HostReport, Lease, Observed, Placement, Time, VmTarget, VolumeRole};
+use crate::model::{
+    Desired, HostReport, Lease, Observed, Placement, Time, VipFollows, VmTarget, VolumeRole,
+};
 use crate::planner::Plan;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,14 +38,22 @@ fn v(rule: &'static str, detail: String) -> Violation {
 
 /// Whether nothing can run on `node` any more: lease expired and fenced since, or past the
 /// self-fence deadline.
-fn safe(d: &Desired, o: &Observed, node: &str, now: Time) -> bool {
+fn safe(d: &Desired, o: &Observed, prev: &Placement, node: &str, now: Time) -> bool {
     let Some(no) = o.nodes.get(node) else {
         return true; // never seen: holds nothing
     };
     let since = match no.lease {
         Lease::Alive => return false,
         Lease::Expired(t) => t,
-        Lease::Never => Time(0),
+        Lease::Never => {
+            // Never held a lease, so its agent never acted on an assignment; unless it has
+            // work or a report, which only a node that once ran can have.
+            let work = prev.assignments.get(node).is_some_and(|a| !a.is_empty());
+            if !work && no.report.is_none() {
+                return true;
+            }
+            Time(0)
+        }
     };
     if no.fence_attempts.iter().any(|a| a.ok && a.at >= since) {
         return true;
@@ -98,12 +108,56 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
             _ => d.vips.get(name).is_some_and(|x| r.addresses.contains(&x.address)),
         }
     };
-    let prev_holds = |n: &str, kind: &str, name: &str| -> bool {
+    // Whether the previous placement let `n` use the resource. A VM to hand over by live
+    // migration to `to` does not count: the source never starts it again.
+    let prev_holds = |n: &str, kind: &str, name: &str, to: &str| -> bool {
         prev.assignments.get(n).is_some_and(|a| match kind {
-            "vm" => a.vms.contains_key(name),
+            "vm" => a
+                .vms
+                .get(name)
+                .is_some_and(|t| *t != VmTarget::MigrateTo(to.to_string())),
             "volume primary" => a.volumes.get(name) == Some(&VolumeRole::Primary),
             _ => a.vips.contains(name),
         })
+    };
+    // Whether `t` was already running (or handing over) the resource: giving it again is
+    // not new. Arriving by live migration is not running yet.
+    let prev_runs = |t: &str, kind: &str, name: &str| -> bool {
+        prev.assignments.get(t).is_some_and(|a| match kind {
+            "vm" => matches!(a.vms.get(name), Some(VmTarget::Run | VmTarget::MigrateTo(_))),
+            "volume primary" => a.volumes.get(name) == Some(&VolumeRole::Primary),
+            _ => a.vips.contains(name),
+        })
+    };
+    // Whether any assignment may ever have given `n` the resource: it is allowed to run the
+    // VM, holds a replica of the volume (or of the VM's DRBD volume), may hold the address,
+    // or its host knows of it.
+    let may_hold = |n: &str, kind: &str, name: &str| -> bool {
+        let report = o.nodes.get(n).and_then(|x| x.report.as_ref());
+        let vm_may = |vm: &str| {
+            report.is_some_and(|r| r.vms.contains_key(vm))
+                || d.vms.get(vm).is_some_and(|x| {
+                    x.candidates.iter().any(|c| c == n)
+                        || x.volumes.iter().any(|v| {
+                            report.is_some_and(|r| r.volumes.contains_key(v))
+                                || d.volumes.get(v).is_some_and(|vd| vd.is_drbd() && vd.nodes().contains(&n))
+                        })
+                })
+        };
+        match kind {
+            "vm" => vm_may(name),
+            "volume primary" => {
+                report.is_some_and(|r| r.volumes.contains_key(name))
+                    || d.volumes.get(name).is_some_and(|vd| vd.nodes().contains(&n))
+            }
+            _ => d.vips.get(name).is_some_and(|x| {
+                report.is_some_and(|r| r.addresses.contains(&x.address))
+                    || match &x.follows {
+                        VipFollows::Vm(vm) => vm_may(vm),
+                        VipFollows::Nodes(nodes) => nodes.iter().any(|m| m == n),
+                    }
+            }),
+        }
     };
     let all_nodes: BTreeSet<&str> = o
         .nodes
@@ -114,7 +168,7 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
     for (kind, m) in [("vm", &runners), ("volume primary", &primaries), ("vip", &vips)] {
         for (name, nodes) in m {
             for t in nodes {
-                if prev_holds(t, kind, name) {
+                if prev_runs(t, kind, name) {
                     continue; // not new here
                 }
                 for h in &all_nodes {
@@ -123,8 +177,12 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
                     }
                     let report = o.nodes.get(*h).and_then(|x| x.report.as_ref());
                     let observed = report.is_some_and(|r| holds(r, kind, name));
-                    let assigned = prev_holds(h, kind, name);
-                    if !observed && !assigned {
+                    let assigned = prev_holds(h, kind, name, t);
+                    // A node whose report is older than its assignment may be acting on any
+                    // assignment since: one that gave it this resource among them.
+                    let prev_gen = prev.assignments.get(*h).map_or(0, |a| a.generation);
+                    let behind = report.map_or(0, |r| r.generation) < prev_gen;
+                    if !observed && !assigned && !(behind && may_hold(h, kind, name)) {
                         continue;
                     }
                     let alive = o.nodes.get(*h).is_some_and(|x| x.lease == Lease::Alive);
@@ -132,7 +190,7 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
                         let prev_gen = prev.assignments.get(*h).map_or(0, |a| a.generation);
                         !assigned && !observed && report.is_some_and(|r| r.generation >= prev_gen)
                     } else {
-                        safe(d, o, h, now)
+                        safe(d, o, prev, h, now)
                     };
                     if !ok {
                         let rule = if alive { "S1" } else { "S2" };

@@ -193,3 +193,83 @@ pub fn write_repo(shape: &Shape, dir: &Path) -> std::io::Result<usize> {
     }
     Ok(files.len())
 }
+
+/// Generated files served from memory, as a manifest [`Source`](crate::source::Source).
+pub struct MemSource {
+    pub files: Vec<(String, String)>,
+}
+
+impl crate::source::Source for MemSource {
+    fn manifest_files(&self) -> Vec<crate::source::RawFile> {
+        self.files
+            .iter()
+            .map(|(p, t)| crate::source::RawFile {
+                path: p.into(),
+                content: Ok(t.clone().into_bytes()),
+            })
+            .collect()
+    }
+    fn read(&self, path: &Path) -> Result<Vec<u8>, String> {
+        self.files
+            .iter()
+            .find(|(p, _)| Path::new(p) == path)
+            .map(|(_, t)| t.clone().into_bytes())
+            .ok_or_else(|| format!("no such file: {}", path.display()))
+    }
+}
+
+/// The steady state of a placement: every node alive, each host having exactly what its
+/// assignment asks (VMs running, DRBD roles, addresses), reports acknowledging generations.
+pub fn steady_observed(d: &crate::model::Desired, p: &crate::model::Placement) -> crate::model::Observed {
+    use crate::model::*;
+    let mut nodes = std::collections::BTreeMap::new();
+    for name in d.nodes.keys() {
+        let a = p.assignments.get(name).cloned().unwrap_or_default();
+        let report = HostReport {
+            generation: a.generation,
+            volumes: a
+                .volumes
+                .iter()
+                .map(|(v, r)| {
+                    let role = match r {
+                        VolumeRole::Primary => DrbdRole::Primary,
+                        VolumeRole::Secondary => DrbdRole::Secondary,
+                    };
+                    (
+                        v.clone(),
+                        DrbdObserved {
+                            role,
+                            disk: DiskState::UpToDate,
+                            peers: Default::default(),
+                            out_of_sync_kib: 0,
+                            split_brain: false,
+                        },
+                    )
+                })
+                .collect(),
+            vms: a
+                .vms
+                .keys()
+                .map(|v| (v.clone(), VmObserved { state: VmState::Running }))
+                .collect(),
+            addresses: a
+                .vips
+                .iter()
+                .filter_map(|v| d.vips.get(v).map(|x| x.address.clone()))
+                .collect(),
+            ..Default::default()
+        };
+        nodes.insert(
+            name.clone(),
+            NodeObserved {
+                lease: Lease::Alive,
+                fence_attempts: Vec::new(),
+                report: Some(report),
+            },
+        );
+    }
+    Observed {
+        nodes,
+        operations: Operations::default(),
+    }
+}

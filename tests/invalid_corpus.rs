@@ -15,7 +15,7 @@
 //! expectation.
 //!
 //! A few cases cannot sensibly be committed as files: a file over the size limit, a large file,
-//! an unreadable file and a loop of symbolic links. Their directory holds the rest of the case
+//! an unreadable file, a loop of symbolic links and a link to nowhere. Their directory holds the rest of the case
 //! and `expected.txt`; the harness copies it to a temporary directory and adds the missing
 //! piece there (see [`GENERATED`]).
 
@@ -36,6 +36,7 @@ const GENERATED: &[(&str, fn(&Path) -> Run)] = &[
     ("large-file-wrong-contents", large_file),
     ("unreadable-file", unreadable_file),
     ("symlink-loop", symlink_loop),
+    ("dangling-symlink", dangling_symlink),
 ];
 
 /// How to validate a prepared case directory.
@@ -232,6 +233,12 @@ fn unreadable_file(dir: &Path) -> Run {
 fn symlink_loop(dir: &Path) -> Run {
     std::fs::create_dir(dir.join("sub")).unwrap();
     std::os::unix::fs::symlink("..", dir.join("sub/up")).unwrap();
+    Run::Library
+}
+
+/// `vip.yaml` links to a file that was moved away.
+fn dangling_symlink(dir: &Path) -> Run {
+    std::os::unix::fs::symlink("../shared/vip.yaml", dir.join("vip.yaml")).unwrap();
     Run::Library
 }
 

@@ -10,7 +10,7 @@
 //! Whether an input is valid is judged independently of Rampart, as far as that is simple: a
 //! file that serde_yaml cannot parse, a file without a manifest, or a document that lacks the
 //! `apiVersion`/`kind`/`metadata`/`spec` envelope must produce an error; a mutation that leaves
-//! the parsed documents unchanged must produce nothing; and an input accepted without errors
+//! the parsed documents unchanged must produce nothing new; and an input accepted without errors
 //! must have every one of its documents loaded as an object (nothing dropped silently).
 
 use std::collections::BTreeMap;

@@ -243,13 +243,16 @@ fn run_observed(args: &Args, file: &Path) -> u8 {
         }),
         Output::Text => {
             let mut out = String::new();
+            let note = match diff.had_placement {
+                true => "",
+                false => "; no placement in it: planned from none",
+            };
             let _ = writeln!(
                 out,
-                "diff {} against the cluster observed in {} (at {}{})",
+                "diff {} against the cluster observed in {} (at {}{note})",
                 path.display(),
                 file.display(),
                 diff.now,
-                if diff.had_placement { "" } else { "; no placement in it: planned from none" }
             );
             out.push_str(&diff.to_text(crate::diff::TextOptions {
                 color: args.color.enabled(),

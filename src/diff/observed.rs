@@ -76,10 +76,11 @@ pub fn expected_artifacts(
         }
     }
     for vm in assignment.vms.keys() {
-        let entry = set
-            .vms
-            .get(vm)
-            .ok_or_else(|| RenderError::UnknownVm(vm.clone()))?;
+        // A VM the manifests no longer describe (kept by a frozen placement) has no file to
+        // render; the host's copy, if any, shows as removed.
+        let Some(entry) = set.vms.get(vm) else {
+            continue;
+        };
         out.insert(
             domain_path(vm, entry.object.spec.hypervisor),
             render_domain(set, vm)?,
@@ -434,9 +435,13 @@ fn assignment_lines(old: Option<&Assignment>, new: Option<&Assignment>) -> Vec<A
     let empty = Assignment::default();
     let (old, new) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
     let mut out = Vec::new();
-    compare(&mut out, "vm", old.vms.iter().collect(), new.vms.iter().collect(), |t| {
-        vm_target(t)
-    });
+    compare(
+        &mut out,
+        "vm",
+        old.vms.iter().collect(),
+        new.vms.iter().collect(),
+        |t| vm_target(t),
+    );
     compare(
         &mut out,
         "volume",
@@ -477,7 +482,11 @@ fn artifact_changes(
             (Some(h), Some(w)) if h == w => continue,
             (Some(_), Some(_)) => (ChangeKind::Changed, label("a", path), label("b", path)),
             (None, Some(_)) => (ChangeKind::Added, "/dev/null".to_string(), label("b", path)),
-            (Some(_), None) => (ChangeKind::Removed, label("a", path), "/dev/null".to_string()),
+            (Some(_), None) => (
+                ChangeKind::Removed,
+                label("a", path),
+                "/dev/null".to_string(),
+            ),
             (None, None) => continue,
         };
         let diff = unified_labelled(
@@ -659,7 +668,11 @@ impl ObservedDiff {
                 };
                 let _ = writeln!(out, "  {mark} {} {word}", f.path);
                 if !opts.summary {
-                    out.push_str(&if opts.color { colorize(&f.diff) } else { f.diff.clone() });
+                    out.push_str(&if opts.color {
+                        colorize(&f.diff)
+                    } else {
+                        f.diff.clone()
+                    });
                 }
             }
         }
@@ -725,7 +738,10 @@ pub fn load_snapshot(path: &Path) -> Result<Snapshot, SnapshotError> {
     })?;
     let text = String::from_utf8(bytes).map_err(|e| SnapshotError::Invalid {
         path: shown.clone(),
-        message: format!("the file is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+        message: format!(
+            "the file is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ),
     })?;
     parse_snapshot(&text, &shown)
 }
@@ -783,9 +799,15 @@ mod tests {
             "net { shared-secret \"<secret redacted>\"; }"
         );
         // Not the keyword: left alone.
-        assert_eq!(redact_secrets("# my-shared-secret x\n", REDACTED), "# my-shared-secret x\n");
+        assert_eq!(
+            redact_secrets("# my-shared-secret x\n", REDACTED),
+            "# my-shared-secret x\n"
+        );
         // An unterminated quote is redacted to the end, never shown.
-        assert_eq!(redact_secrets("shared-secret \"abc", "X"), "shared-secret X");
+        assert_eq!(
+            redact_secrets("shared-secret \"abc", "X"),
+            "shared-secret X"
+        );
     }
 
     #[test]
@@ -807,7 +829,11 @@ mod tests {
             .collect();
         assert_eq!(
             lines,
-            ["- vm www: run", "~ volume www: primary -> secondary", "- vip www-ip: hold"]
+            [
+                "- vm www: run",
+                "~ volume www: primary -> secondary",
+                "- vip www-ip: hold"
+            ]
         );
         assert!(assignment_lines(Some(&old), Some(&old)).is_empty());
     }

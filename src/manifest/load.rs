@@ -28,6 +28,8 @@ pub fn load(source: &dyn Source) -> (ManifestSet, Vec<Diagnostic>) {
                     "is it a disk image, a dump or a log in the manifest tree? Move it out, or split the manifests into smaller files"
                 } else if msg.contains("link loop") {
                     "a manifest tree must not link back into itself"
+                } else if msg.contains("os error 2)") {
+                    "is it a symbolic link to a file that does not exist? Fix or remove the link"
                 } else {
                     "make the file readable by the user running rampart, or move it out of the manifest tree"
                 };
@@ -194,6 +196,8 @@ fn strip_location(msg: &str, location: Option<serde_yaml::Location>) -> String {
 /// serde's messages name Rust types (`expected u32`, `expected struct NodeAddresses`); say
 /// what to write instead.
 fn plain_expected(msg: &str) -> String {
+    // `invalid type: unit value` is serde's name for `key:` with nothing after it.
+    let msg = &msg.replacen("invalid type: unit value,", "invalid type: empty value,", 1);
     let Some(i) = msg.rfind("expected ") else {
         return msg.to_string();
     };

@@ -210,6 +210,23 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Whether `n` has nothing that anything could wait on: an empty (or no) assignment,
+    /// acknowledged, and nothing active in its last report.
+    fn holds_nothing(&self, n: &str) -> bool {
+        if self.d.nodes.get(n).is_some_and(|x| !x.is_hypervisor()) {
+            return true; // a witness is never given anything
+        }
+        let assigned = self.prev.assignments.get(n);
+        let report = self.reports.get(n);
+        assigned.is_none_or(|a| a.is_empty())
+            && report.map_or(0, |r| r.generation) >= assigned.map_or(0, |a| a.generation)
+            && report.is_none_or(|r| {
+                r.addresses.is_empty()
+                    && !r.vms.values().any(|v| v.state.is_active())
+                    && !r.volumes.values().any(|v| v.role == crate::model::DrbdRole::Primary)
+            })
+    }
+
     /// The wait that explains why `n` still blocks a resource.
     fn blocking_wait(&self, n: &str) -> Wait {
         match self.state(n) {
@@ -217,10 +234,56 @@ impl<'a> Ctx<'a> {
                 node: n.to_string(),
                 deadline: *deadline,
             },
-            _ => Wait::Release {
-                node: n.to_string(),
+            _ => match self.lagging(n) {
+                Some(generation) => Wait::Acknowledge {
+                    node: n.to_string(),
+                    generation,
+                },
+                None => Wait::Release {
+                    node: n.to_string(),
+                },
             },
         }
+    }
+
+    /// For a node that may still act (alive, or lost and not yet safe) whose last report is
+    /// for an older generation than its previous assignment: that generation. Such a node
+    /// may be acting on any assignment it was given since its report, and a resource taken
+    /// from it in one of those is gone from the previous placement while its agent may yet
+    /// start it. So it counts as holding whatever it may hold (see [`Ctx::may_hold_vm`])
+    /// until it reports (or, lost, until it is safe).
+    fn lagging(&self, n: &str) -> Option<u64> {
+        if !matches!(self.state(n), NodeState::Alive | NodeState::Lost { safe: false, .. }) {
+            return None;
+        }
+        let prev_gen = self.prev.assignments.get(n).map_or(0, |a| a.generation);
+        let reported = self.reports.get(n).map_or(0, |r| r.generation);
+        (reported < prev_gen).then_some(prev_gen)
+    }
+
+    /// Whether some assignment may have given `n` the VM (or the Primary role of one of its
+    /// DRBD volumes): it may run there, or its host knows the VM or one of its volumes.
+    fn may_hold_vm(&self, n: &str, vm: &VmDesc) -> bool {
+        if vm.candidates.iter().any(|c| c == n) {
+            return true;
+        }
+        let report = self.reports.get(n);
+        if report.is_some_and(|r| r.vms.contains_key(&vm.name)) {
+            return true;
+        }
+        vm.volumes.iter().any(|v| {
+            report.is_some_and(|r| r.volumes.contains_key(v))
+                || self.d.volumes.get(v).is_some_and(|d| d.is_drbd() && d.nodes().contains(&n))
+        })
+    }
+
+    /// Lagging nodes other than `node` that may hold the VM: they block giving it to `node`.
+    fn lagging_holders_of_vm(&self, node: &str, vm: &VmDesc) -> Vec<&'a str> {
+        self.state
+            .keys()
+            .copied()
+            .filter(|h| *h != node && self.lagging(h).is_some() && self.may_hold_vm(h, vm))
+            .collect()
     }
 }
 
@@ -359,6 +422,11 @@ fn fence_requests(ctx: &Ctx, pending: &mut Vec<Pending>) -> Vec<FenceRequest> {
             continue;
         };
         let levels = ctx.d.nodes.get(*n).map(|x| x.fencing.as_slice()).unwrap_or(&[]);
+        if levels.is_empty() && ctx.holds_nothing(n) {
+            // A witness (or any node that was never given work): nothing to take over from
+            // it, so nothing waits on it.
+            continue;
+        }
         if levels.is_empty() {
             pending.push(Pending {
                 subject: Subject::Node(n.to_string()),
@@ -502,14 +570,25 @@ impl<'c, 'a> Builder<'c, 'a> {
                     volume: vol.clone(),
                 });
             }
-            let is_drbd = ctx.d.volumes.get(vol).is_some_and(|v| v.is_drbd());
-            if let (true, Some(obs)) = (is_drbd, report.and_then(|r| r.volumes.get(vol))) {
-                if obs.disk != DiskState::UpToDate {
+            if !ctx.d.volumes.get(vol).is_some_and(|v| v.is_drbd()) {
+                continue;
+            }
+            // Only a copy known to be UpToDate is promoted: a node that has not reported
+            // the volume (just rebooted, not attached yet) may hold an old copy it has still
+            // to resync.
+            match report.and_then(|r| r.volumes.get(vol)) {
+                None => {
+                    return Some(Ineligible::DiskUnknown {
+                        volume: vol.clone(),
+                    })
+                }
+                Some(obs) if obs.disk != DiskState::UpToDate => {
                     return Some(Ineligible::Disk {
                         volume: vol.clone(),
                         state: format!("{:?}", obs.disk),
                     });
                 }
+                Some(_) => {}
             }
         }
         None
@@ -535,8 +614,13 @@ impl<'c, 'a> Builder<'c, 'a> {
                 to_place.push((vm, leaving));
                 continue;
             };
+            // A live migration into `cur` still under way finishes before anything else
+            // happens to the VM (a drain of the destination moves it again afterwards).
+            let in_flight = self
+                .migration_into(&vm.name, cur)
+                .is_some_and(|src| !self.migration_source_done(&vm.name, src));
             match ctx.state(cur) {
-                NodeState::Alive if ctx.drained(cur) => {
+                NodeState::Alive if ctx.drained(cur) && !in_flight => {
                     if vm.failover {
                         to_place.push((vm, Some(cur)));
                     } else {
@@ -660,12 +744,30 @@ impl<'c, 'a> Builder<'c, 'a> {
                 });
                 continue;
             }
+            let prev_here = ctx.prev.assignments.get(node).and_then(|a| a.vms.get(vm_name));
+            let migration_from = self.migration_into(vm_name, node);
             match ctx.state(node) {
                 NodeState::Lost { safe, .. } => {
+                    if let Some(src) = migration_from.filter(|_| !*safe) {
+                        // The destination of a live migration was lost mid-way: the VM may
+                        // have arrived. Leave both sides as they are until it is fenced.
+                        self.assign_vm(src, vm_name, VmTarget::MigrateTo(node.to_string()));
+                        self.assign_vm(node, vm_name, VmTarget::Incoming(src.to_string()));
+                        pending.push(Pending {
+                            subject,
+                            wait: ctx.blocking_wait(node),
+                        });
+                        continue;
+                    }
                     // Keep it in the lost node's assignment: nothing else may take it until
-                    // the node is safe, and a pinned VM restarts when its node returns.
-                    self.assign_vm(node, vm_name, VmTarget::Run);
-                    self.active.insert(vm_name, node);
+                    // the node is safe, and a pinned VM restarts when its node returns. A VM
+                    // the node was not already told to run is not given to it now: the node
+                    // cannot act on it, and might when it comes back, before anything that
+                    // still holds it elsewhere has let go.
+                    if prev_here == Some(&VmTarget::Run) {
+                        self.assign_vm(node, vm_name, VmTarget::Run);
+                        self.active.insert(vm_name, node);
+                    }
                     let wait = if !vm.failover {
                         Wait::PinnedDown {
                             node: node.to_string(),
@@ -682,7 +784,43 @@ impl<'c, 'a> Builder<'c, 'a> {
                 NodeState::Alive => {}
             }
             let holders = self.vm_holders(vm);
-            let others: Vec<&'a str> = holders.into_iter().filter(|h| *h != node).collect();
+            let mut others: Vec<&'a str> = holders.into_iter().filter(|h| *h != node).collect();
+            // A live migration started in an earlier plan: the source hands the VM over
+            // itself, however many rounds that takes. Only once the source no longer has it
+            // (or is fenced) does the destination run it; until then its "incoming" keeps it
+            // from stopping the VM it is receiving.
+            if let Some(src) = migration_from {
+                if self.migration_source_done(vm_name, src) {
+                    others.retain(|h| *h != src);
+                } else if ctx.alive(src) {
+                    let taken = ctx.lagging(src).is_none();
+                    let running = ctx.reports.get(src).is_some_and(|r| r.vm_running(vm_name));
+                    if vm.live_migration && (running || !taken) && others.iter().all(|h| *h == src) {
+                        self.assign_vm(src, vm_name, VmTarget::MigrateTo(node.to_string()));
+                        self.assign_vm(node, vm_name, VmTarget::Incoming(src.to_string()));
+                        pending.push(Pending {
+                            subject,
+                            wait: Wait::Migration {
+                                from: src.to_string(),
+                                to: node.to_string(),
+                            },
+                        });
+                        continue;
+                    }
+                    // The source cannot hand it over (the VM is paused or crashed there):
+                    // fall back to stop and start, below.
+                } else {
+                    // The source was lost mid-way and is not yet safe: wait for its fencing,
+                    // leaving the destination's "incoming" in place.
+                    self.assign_vm(src, vm_name, VmTarget::MigrateTo(node.to_string()));
+                    self.assign_vm(node, vm_name, VmTarget::Incoming(src.to_string()));
+                    pending.push(Pending {
+                        subject,
+                        wait: ctx.blocking_wait(src),
+                    });
+                    continue;
+                }
+            }
             // Live migration: the source hands the running VM over itself.
             if let Some(&src) = self.leaving.get(vm_name) {
                 let src_running = ctx.reports.get(src).is_some_and(|r| r.vm_running(vm_name));
@@ -697,6 +835,15 @@ impl<'c, 'a> Builder<'c, 'a> {
                         },
                     });
                     continue;
+                }
+            }
+            // Starting it here is new: a node that has not reported its latest assignment
+            // may still be acting on one that gave it the VM.
+            if prev_here != Some(&VmTarget::Run) {
+                for h in ctx.lagging_holders_of_vm(node, vm) {
+                    if !others.contains(&h) {
+                        others.push(h);
+                    }
                 }
             }
             if let Some(sb) = self.split_brain_of(vm) {
@@ -735,6 +882,31 @@ impl<'c, 'a> Builder<'c, 'a> {
                     self.assign_vm(node, vm_name, VmTarget::Run);
                     self.active.insert(vm_name, node);
                 }
+            }
+        }
+    }
+
+    /// The source of a live migration into `node` started in an earlier plan: the previous
+    /// placement told the source to migrate the VM to `node` and `node` to expect it.
+    fn migration_into(&self, vm: &str, node: &str) -> Option<&'a str> {
+        let prev = &self.ctx.prev.assignments;
+        let Some(VmTarget::Incoming(src)) = prev.get(node).and_then(|a| a.vms.get(vm)) else {
+            return None;
+        };
+        let handed = prev.get(src.as_str()).and_then(|a| a.vms.get(vm));
+        (handed == Some(&VmTarget::MigrateTo(node.to_string()))).then_some(src.as_str())
+    }
+
+    /// Whether the source of a migration no longer has the VM and will not start it: it
+    /// reports the generation that told it to migrate (which never starts anything) and
+    /// the VM gone, or it is lost and safe.
+    fn migration_source_done(&self, vm: &str, src: &str) -> bool {
+        let ctx = self.ctx;
+        match ctx.state(src) {
+            NodeState::Lost { safe, .. } => *safe,
+            NodeState::NotJoined => true,
+            NodeState::Alive => {
+                ctx.lagging(src).is_none() && ctx.reports.get(src).is_some_and(|r| !r.vm_active(vm))
             }
         }
     }
@@ -799,48 +971,46 @@ impl<'c, 'a> Builder<'c, 'a> {
         let ctx = self.ctx;
         for (name, vip) in &ctx.d.vips {
             let subject = Subject::Vip(name.clone());
+            let cur = ctx.prev.vips.get(name).map(String::as_str);
             let target: Option<&'a str> = match &vip.follows {
-                VipFollows::Vm(vm) => match self.active.get(vm.as_str()) {
-                    Some(n) if ctx.alive(n) => Some(n),
-                    _ => None,
-                },
+                VipFollows::Vm(vm) => self.active.get(vm.as_str()).copied(),
                 VipFollows::Nodes(nodes) => {
                     let ok = |n: &str| ctx.alive(n) && !ctx.drained(n);
-                    let cur = ctx.prev.vips.get(name).map(String::as_str);
                     let kept = cur.and_then(|c| nodes.iter().find(|n| *n == c && ok(n)));
-                    let lost_unsafe = cur.is_some_and(|c| matches!(ctx.state(c), NodeState::Lost { safe: false, .. }));
-                    let chosen = if lost_unsafe {
-                        cur.and_then(|c| nodes.iter().find(|n| *n == c))
-                    } else {
-                        kept.or_else(|| nodes.iter().find(|n| ok(n)))
-                    };
-                    chosen.map(String::as_str)
+                    let lost_unsafe = cur.filter(|c| matches!(ctx.state(c), NodeState::Lost { safe: false, .. }));
+                    match lost_unsafe {
+                        Some(c) => Some(c),
+                        None => kept.or_else(|| nodes.iter().find(|n| ok(n))).map(String::as_str),
+                    }
                 }
             };
             let Some(node) = target else {
                 if let VipFollows::Vm(vm) = &vip.follows {
-                    if !self.active.contains_key(vm.as_str()) {
-                        pending.push(Pending {
-                            subject,
-                            wait: Wait::VmNotRunning { vm: vm.clone() },
-                        });
-                    }
+                    pending.push(Pending {
+                        subject,
+                        wait: Wait::VmNotRunning { vm: vm.clone() },
+                    });
                 }
                 continue;
             };
             if matches!(vip.follows, VipFollows::Nodes(_)) {
                 self.vip_target.insert(name, node);
-                if !ctx.alive(node) {
-                    // Held by a lost node that is not yet safe: keep it there.
-                    self.assignments.entry(node).or_default().vips.insert(name.clone());
-                    pending.push(Pending {
-                        subject,
-                        wait: ctx.blocking_wait(node),
-                    });
-                    continue;
-                }
             }
-            let others: Vec<&str> = ctx
+            let prev_here = ctx.prev.assignments.get(node).is_some_and(|a| a.vips.contains(name));
+            if !ctx.alive(node) {
+                // On a lost node (not yet safe, or holding a pinned VM): kept there if it was
+                // there, as the VM is; nothing else may take it meanwhile.
+                if prev_here {
+                    self.assignments.entry(node).or_default().vips.insert(name.clone());
+                }
+                let wait = match &vip.follows {
+                    VipFollows::Vm(vm) => Wait::VmNotRunning { vm: vm.clone() },
+                    VipFollows::Nodes(_) => ctx.blocking_wait(node),
+                };
+                pending.push(Pending { subject, wait });
+                continue;
+            }
+            let mut others: Vec<&str> = ctx
                 .vip_holders
                 .get(name.as_str())
                 .unwrap_or(EMPTY)
@@ -848,6 +1018,15 @@ impl<'c, 'a> Builder<'c, 'a> {
                 .copied()
                 .filter(|h| *h != node)
                 .collect();
+            if !prev_here {
+                // New here: a node that has not reported its latest assignment may still be
+                // acting on one that gave it the address.
+                for h in ctx.state.keys().copied() {
+                    if h != node && ctx.lagging(h).is_some() && self.may_hold_vip(h, vip) && !others.contains(&h) {
+                        others.push(h);
+                    }
+                }
+            }
             let blocked = others.iter().find(|h| {
                 let in_prev = ctx.prev.assignments.get(**h).is_some_and(|a| a.vips.contains(name));
                 !ctx.released(h, |r| r.addresses.contains(&vip.address), in_prev)
@@ -869,6 +1048,19 @@ impl<'c, 'a> Builder<'c, 'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// Whether some assignment may have given `n` the address: it may run the VM the
+    /// address follows, it is one of the nodes the address floats among, or its host has it.
+    fn may_hold_vip(&self, n: &str, vip: &crate::model::VipDesc) -> bool {
+        let ctx = self.ctx;
+        if ctx.reports.get(n).is_some_and(|r| r.addresses.contains(&vip.address)) {
+            return true;
+        }
+        match &vip.follows {
+            VipFollows::Vm(vm) => ctx.d.vms.get(vm).is_some_and(|d| ctx.may_hold_vm(n, d)),
+            VipFollows::Nodes(nodes) => nodes.iter().any(|x| x == n),
         }
     }
 

@@ -39,6 +39,9 @@ pub enum Ineligible {
     AntiAffinity { vm: String },
     /// The volume's disk there is not UpToDate.
     Disk { volume: String, state: String },
+    /// The node has not reported the volume's disk state (its agent has not brought the
+    /// volume up yet, for example just after a reboot, when it may still need a resync).
+    DiskUnknown { volume: String },
     SplitBrain { volume: String },
     /// The node the VM is leaving.
     Leaving,
@@ -56,6 +59,7 @@ impl std::fmt::Display for Ineligible {
             } => write!(f, "no room ({cpus_free} CPUs, {memory_free_mib}MiB free)"),
             Ineligible::AntiAffinity { vm } => write!(f, "runs anti-affine vm {vm}"),
             Ineligible::Disk { volume, state } => write!(f, "disk of {volume} is {state}"),
+            Ineligible::DiskUnknown { volume } => write!(f, "disk of {volume} not reported yet"),
             Ineligible::SplitBrain { volume } => write!(f, "{volume} is split-brain"),
             Ineligible::Leaving => write!(f, "being left"),
         }
@@ -78,6 +82,10 @@ pub enum Wait {
     Unfenceable { node: String },
     /// Waiting for the node to give it up (stop the VM, demote the volume, drop the address).
     Release { node: String },
+    /// The node's last report is for an older generation than its assignment: it may still
+    /// act on an older assignment (start what that gave it), so nothing it might hold is
+    /// given to another node until it reports this generation.
+    Acknowledge { node: String, generation: u64 },
     Migration { from: String, to: String },
     NoEligibleNode { reasons: Vec<(String, Ineligible)> },
     /// The VM may not fail over and its node is down: it stays down until the node returns.
@@ -111,6 +119,9 @@ impl std::fmt::Display for Wait {
                 write!(f, "{node} is lost and has no fencing level")
             }
             Wait::Release { node } => write!(f, "waiting on {node} to release it"),
+            Wait::Acknowledge { node, generation } => {
+                write!(f, "waiting on {node} to report generation {generation}")
+            }
             Wait::Migration { from, to } => write!(f, "live-migrating from {from} to {to}"),
             Wait::NoEligibleNode { reasons } => {
                 write!(f, "no eligible node")?;

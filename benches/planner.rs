@@ -1,0 +1,114 @@
+//! Planner benchmarks (issue #3). `cargo bench --bench planner` (add `-- --big` for the
+//! 100,000-VM case). Inputs are generated, never committed: `rampart::synth` builds the
+//! repository in memory; the steady state is planned, then one node is lost and confirmed
+//! fenced, and that failover plan is what is timed.
+//!
+//! Targets: 5,000 VMs (each with a DRBD volume, half with a VIP) on 32 nodes under 20 ms;
+//! 100,000 VMs on 1,000 nodes under 1 s and 500 MB. Figures go in BENCHMARKS.md.
+
+use std::time::{Duration, Instant};
+
+use rampart::model::{Desired, FenceAttempt, Lease, Placement, Time};
+use rampart::planner;
+use rampart::synth::{self, MemSource, Shape};
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn case(hypervisors: usize, vms: usize, runs: usize) {
+    let t0 = Instant::now();
+    let src = MemSource {
+        files: synth::files(&Shape {
+            hypervisors,
+            vms,
+            vip_every: 2,
+        }),
+    };
+    let report = rampart::manifest::check(&src);
+    let d = Desired::from_report(&report).expect("generated repository validates");
+    drop(report);
+    let load = t0.elapsed();
+
+    // The steady state: plan from nothing, then let the hosts match it.
+    let empty = rampart::model::Observed {
+        nodes: d
+            .nodes
+            .keys()
+            .map(|n| {
+                (
+                    n.clone(),
+                    rampart::model::NodeObserved {
+                        lease: Lease::Alive,
+                        fence_attempts: vec![],
+                        report: Some(Default::default()),
+                    },
+                )
+            })
+            .collect(),
+        operations: Default::default(),
+    };
+    // Plan and let the hosts follow until nothing changes.
+    let mut placement = planner::plan(&d, &empty, &Placement::default(), Time(0)).placement;
+    let mut observed = synth::steady_observed(&d, &placement);
+    for round in 1.. {
+        let next = planner::plan(&d, &observed, &placement, Time(round * 1000));
+        let steady = next.is_steady(&placement);
+        placement = next.placement;
+        observed = synth::steady_observed(&d, &placement);
+        if steady {
+            break;
+        }
+        assert!(round < 10, "no steady state after 10 rounds");
+    }
+
+    // hv0000 is lost and confirmed fenced: its fail-over VMs move.
+    let victim = synth::node_name(0);
+    let n = observed.nodes.get_mut(&victim).unwrap();
+    n.lease = Lease::Expired(Time(10_000));
+    n.fence_attempts.push(FenceAttempt {
+        level: 1,
+        device: format!("ipmi-{victim}"),
+        at: Time(11_000),
+        ok: true,
+        error: None,
+    });
+    let mut times: Vec<Duration> = Vec::new();
+    let mut moved = 0;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let plan = planner::plan(&d, &observed, &placement, Time(12_000));
+        times.push(t.elapsed());
+        moved = plan
+            .placement
+            .vms
+            .iter()
+            .filter(|(vm, node)| placement.vms.get(*vm) != Some(*node))
+            .count();
+        std::hint::black_box(&plan);
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{vms} VMs on {hypervisors} nodes: failover plan median {:.2} ms, min {:.2} ms, max {:.2} ms over {runs} runs; {moved} VMs moved; generate+load {:.0} ms; peak RSS {:.0} MiB",
+        ms(times[times.len() / 2]),
+        ms(times[0]),
+        ms(times[times.len() - 1]),
+        ms(load),
+        peak_rss_mib()
+    );
+}
+
+fn main() {
+    let big = std::env::args().any(|a| a == "--big");
+    case(32, 5_000, 30);
+    if big {
+        case(1_000, 100_000, 5);
+    }
+}
