@@ -4,7 +4,12 @@
 //! It is written independently of the planner, in the plainest terms, so that a planner bug
 //! shows up as a violation here rather than being repeated.
 //!
-//! - S1: at most one node holds a VIP, runs a VM, or is DRBD Primary for a volume.
+//! - S1: at most one node holds a VIP, runs a VM, or is DRBD Primary for a volume. A node
+//!   counts as a possible holder when its previous assignment gives it the resource, its
+//!   report shows it, or its report is for an older generation than its assignment and it
+//!   may have been given the resource (allowed to run the VM, a replica of the volume): it
+//!   may still be acting on an assignment in between. A VM handed over by live migration is
+//!   the destination's once the source reports it gone.
 //! - S2: work leaves an unreachable node only once it is fenced or past its self-fence deadline.
 //! - S3: a node whose lease has expired and that is still powered holds nothing.
 //! - S4: generations never go back, and grow whenever content changes.
@@ -182,7 +187,7 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
                     // assignment since: one that gave it this resource among them.
                     let prev_gen = prev.assignments.get(*h).map_or(0, |a| a.generation);
                     let behind = report.map_or(0, |r| r.generation) < prev_gen;
-                    if !observed && !assigned && !(behind && may_hold(h, kind, name)) {
+                    if !(observed || assigned || (behind && may_hold(h, kind, name))) {
                         continue;
                     }
                     let alive = o.nodes.get(*h).is_some_and(|x| x.lease == Lease::Alive);
@@ -294,4 +299,106 @@ pub fn check_hosts(d: &Desired, hosts: &BTreeMap<String, HostTruth<'_>>) -> Vec<
     }
     let _ = d;
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Assignment, NodeObserved, VmObserved, VmState};
+
+    fn reference() -> Desired {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
+        let report = crate::manifest::check(&crate::source::fs::Paths::new([dir]));
+        Desired::from_report(&report).expect("the reference cluster validates")
+    }
+
+    fn assignment(generation: u64, vms: &[(&str, VmTarget)]) -> Assignment {
+        Assignment {
+            generation,
+            vms: vms.iter().map(|(v, t)| (v.to_string(), t.clone())).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn node(generation: u64, vms: &[(&str, VmState)]) -> NodeObserved {
+        NodeObserved {
+            lease: Lease::Alive,
+            fence_attempts: Vec::new(),
+            report: Some(HostReport {
+                generation,
+                vms: vms
+                    .iter()
+                    .map(|(v, s)| (v.to_string(), VmObserved { state: *s }))
+                    .collect(),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn plan_giving_alpha(vm: &str, prev: &Placement) -> Plan {
+        let mut placement = prev.clone();
+        let a = placement.assignments.get_mut("alpha").unwrap();
+        a.generation += 1;
+        a.vms.insert(vm.to_string(), VmTarget::Run);
+        let b = placement.assignments.get_mut("beta").unwrap();
+        if b.vms.remove(vm).is_some() {
+            b.generation += 1;
+        }
+        Plan {
+            now: Time(100_000),
+            placement,
+            fence: Vec::new(),
+            pending: Vec::new(),
+            vms: BTreeMap::new(),
+        }
+    }
+
+    /// beta was told (generation 5) to let go of www but has only reported generation 4, in
+    /// which it may still be told to run it: giving www to alpha now breaks S1, although no
+    /// report shows www running anywhere.
+    #[test]
+    fn a_node_behind_its_assignment_may_still_hold_what_it_was_given() {
+        let d = reference();
+        let prev = Placement {
+            assignments: [
+                ("alpha".to_string(), assignment(3, &[])),
+                ("beta".to_string(), assignment(5, &[])),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let mut o = Observed::default();
+        o.nodes.insert("alpha".into(), node(3, &[]));
+        o.nodes.insert("beta".into(), node(4, &[("www", VmState::Shutoff)]));
+        let plan = plan_giving_alpha("www", &prev);
+        let v = check_plan(&d, &o, &prev, &plan);
+        assert!(v.iter().any(|v| v.rule == "S1" && v.detail.contains("www")), "{v:?}");
+        // Once beta reports generation 5, alpha may have it.
+        o.nodes.insert("beta".into(), node(5, &[("www", VmState::Shutoff)]));
+        assert_eq!(check_plan(&d, &o, &prev, &plan), Vec::new());
+    }
+
+    /// Arriving by live migration is not running: "incoming" turning into "run" is checked
+    /// like any new VM, and the source's hand-over counts only once it reports the VM gone.
+    #[test]
+    fn a_live_migration_is_the_destinations_once_the_source_reports_it_gone() {
+        let d = reference();
+        let prev = Placement {
+            assignments: [
+                ("alpha".to_string(), assignment(3, &[("www", VmTarget::Incoming("beta".into()))])),
+                ("beta".to_string(), assignment(5, &[("www", VmTarget::MigrateTo("alpha".into()))])),
+            ]
+            .into(),
+            ..Default::default()
+        };
+        let mut o = Observed::default();
+        o.nodes.insert("alpha".into(), node(3, &[]));
+        o.nodes.insert("beta".into(), node(5, &[("www", VmState::Running)]));
+        let plan = plan_giving_alpha("www", &prev);
+        let v = check_plan(&d, &o, &prev, &plan);
+        assert!(v.iter().any(|v| v.rule == "S1" && v.detail.contains("www")), "{v:?}");
+        o.nodes.insert("alpha".into(), node(3, &[("www", VmState::Running)]));
+        o.nodes.insert("beta".into(), node(5, &[]));
+        assert_eq!(check_plan(&d, &o, &prev, &plan), Vec::new());
+    }
 }

@@ -7,6 +7,7 @@
 //! - [`cli`]: the `rampart` command.
 
 pub mod agent;
+pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod demo;

@@ -7,8 +7,9 @@
 //! labelled hosts; random capacities, watchdogs, one or two fencing levels), written out as
 //! manifest YAML and loaded like any repository, and a random list of events (crash,
 //! recover, partition, heal, a fence device failing or working again, drain, undrain, an
-//! agent action that keeps failing, time passing). The simulator [`Engine`] runs the real planner and the real agent logic over it
-//! and checks every plan and every simulated moment with the invariant checker.
+//! agent action that keeps failing, a new revision of the manifests, time passing). The
+//! simulator [`Engine`] runs the real planner and the real agent logic over it and checks
+//! every plan and every simulated moment with the invariant checker.
 //!
 //! Asserted:
 //! - safety: `engine.violations` stays empty through the events and the recovery after them;
@@ -27,13 +28,15 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
+use rampart::agent::local::LocalResources;
 use rampart::manifest;
 use rampart::model::{Desired, DiskState, VolumeKind};
 use rampart::simulator::{Engine, Step};
 use rampart::source::fs::Paths;
 
-/// Enough to find the bugs that exist today in well under a minute of a debug build.
-const DEFAULT_CASES: u32 = 48;
+/// A couple of seconds in a debug build; the bugs this test found showed up within a few
+/// hundred cases, so CI runs may want `PROPTEST_CASES=1000` or more.
+const DEFAULT_CASES: u32 = 128;
 
 #[derive(Clone, Debug)]
 struct NodeGen {
@@ -64,6 +67,8 @@ struct VmGen {
     vip: bool,
     live: bool,
     prefer_second: bool,
+    /// Deleted from the manifests by a `Reconfigure` event.
+    removed: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -91,6 +96,9 @@ enum Event {
     ActionFails(usize, usize, u8),
     /// Every action on the node works again.
     ActionsWork(usize),
+    /// A new revision of the manifests: (vm index, what) — delete or restore the VM (and its
+    /// volume and address), swap its preferred node, or switch failback.
+    Reconfigure(usize, u8),
     Steps(u8),
 }
 
@@ -123,7 +131,40 @@ impl ClusterGen {
         format!("v{}", i + 1)
     }
     fn anti_of(&self, i: usize) -> Option<usize> {
-        self.vms[i].anti.filter(|_| i > 0).map(|j| j % i)
+        let pinned = |k: usize| match self.vms[k].storage {
+            Storage::Local(a) => Some(a),
+            _ => None,
+        };
+        self.vms[i]
+            .anti
+            .filter(|_| i > 0)
+            .map(|j| j % i)
+            .filter(|j| !self.vms[*j].removed)
+            // Two VMs pinned to one node cannot be kept apart: validation rejects that.
+            .filter(|j| pinned(*j).is_none() || pinned(*j) != pinned(i))
+    }
+    /// A node's capacity: as generated, but at least what the VMs pinned to it need (or
+    /// validation rejects the cluster).
+    fn capacity(&self, n: usize) -> (u32, u32) {
+        let (mut cpus, mut mem) = (0, 0);
+        for v in self.vms.iter().filter(|v| !v.removed) {
+            if matches!(v.storage, Storage::Local(a) if a == n) {
+                cpus += v.cpus;
+                mem += v.memory_gib;
+            }
+        }
+        (self.nodes[n].cpus.max(cpus), self.nodes[n].memory_gib.max(mem))
+    }
+    /// The cluster after a `Reconfigure` event.
+    fn reconfigured(&self, v: usize, k: u8) -> ClusterGen {
+        let mut c = self.clone();
+        let i = v % c.vms.len();
+        match k % 3 {
+            0 => c.vms[i].removed = !c.vms[i].removed,
+            1 => c.vms[i].prefer_second = !c.vms[i].prefer_second,
+            _ => c.failback = !c.failback,
+        }
+        c
     }
 }
 
@@ -161,6 +202,14 @@ impl Case {
             Event::Undrain(n) => format!("undrain {}", self.hypervisor(n)),
             Event::ActionFails(n, v, k) => format!("`{}` fails on {}", self.action(v, k), self.node(n)),
             Event::ActionsWork(n) => format!("every action works again on {}", self.node(n)),
+            Event::Reconfigure(v, k) => {
+                let vm = self.cluster.vm(v % self.cluster.vms.len());
+                match k % 3 {
+                    0 => format!("new revision: delete or restore vm {vm}"),
+                    1 => format!("new revision: swap the preferred node of vm {vm}"),
+                    _ => "new revision: switch failback".to_string(),
+                }
+            }
             Event::Steps(k) => format!("{k} rounds pass"),
         }
     }
@@ -182,8 +231,8 @@ impl fmt::Debug for Case {
                 f,
                 "  node {}: {} CPUs {}GiB, {} fencing level(s){}{}",
                 c.hypervisor(i),
-                n.cpus,
-                n.memory_gib,
+                c.capacity(i).0,
+                c.capacity(i).1,
                 n.levels,
                 if n.watchdog { ", watchdog" } else { "" },
                 if n.edge && c.edge_vip { ", edge" } else { "" }
@@ -221,7 +270,8 @@ impl fmt::Debug for Case {
 fn cluster_strategy() -> impl Strategy<Value = ClusterGen> {
     (2usize..=5, any::<bool>(), prop::bool::weighted(0.3), prop::bool::weighted(0.3), any::<bool>())
         .prop_flat_map(|(n, witness, failback, no_quorum_stop, edge_vip)| {
-            let node = (2u32..=16, 4u32..=48, any::<bool>(), 1u8..=2, any::<bool>()).prop_map(
+            // Every VM (at most 4 CPUs, 8GiB) fits on an empty node.
+            let node = (4u32..=16, 8u32..=48, any::<bool>(), 1u8..=2, any::<bool>()).prop_map(
                 |(cpus, memory_gib, watchdog, levels, edge)| NodeGen {
                     cpus,
                     memory_gib,
@@ -233,7 +283,7 @@ fn cluster_strategy() -> impl Strategy<Value = ClusterGen> {
             let storage = prop_oneof![
                 5 => (0..n, 1..n).prop_map(move |(a, d)| Storage::Drbd(a, (a + d) % n)),
                 2 => (0..n).prop_map(Storage::Local),
-                1 => Just(Storage::Shared),
+                2 => Just(Storage::Shared),
             ];
             let vm = (
                 storage,
@@ -252,6 +302,7 @@ fn cluster_strategy() -> impl Strategy<Value = ClusterGen> {
                     vip,
                     live,
                     prefer_second,
+                    removed: false,
                 });
             (
                 prop::collection::vec(node, n),
@@ -280,10 +331,11 @@ fn event_strategy() -> impl Strategy<Value = Event> {
         2 => (0usize..6).prop_map(Event::Heal),
         1 => (0usize..6).prop_map(Event::FenceFails),
         1 => (0usize..6).prop_map(Event::FenceWorks),
-        1 => (0usize..5).prop_map(Event::Drain),
+        2 => (0usize..5).prop_map(Event::Drain),
         1 => (0usize..5).prop_map(Event::Undrain),
         1 => (0usize..6, 0usize..12, 0u8..4).prop_map(|(n, v, k)| Event::ActionFails(n, v, k)),
         1 => (0usize..6).prop_map(Event::ActionsWork),
+        1 => (0usize..12, 0u8..3).prop_map(|(v, k)| Event::Reconfigure(v, k)),
         4 => (1u8..=20).prop_map(Event::Steps),
     ]
 }
@@ -325,8 +377,8 @@ fn write_manifests(c: &ClusterGen, dir: &Path) {
             nodes,
             "spec:\n  role: hypervisor\n  addresses:\n    management: 10.0.0.{}\n  capacity:\n    cpus: {}\n    memory: {}GiB\n  fencing:\n    - devices:\n        - device: {name}-bmc",
             11 + i,
-            n.cpus,
-            n.memory_gib
+            c.capacity(i).0,
+            c.capacity(i).1
         )
         .unwrap();
         if n.levels > 1 {
@@ -348,6 +400,9 @@ fn write_manifests(c: &ClusterGen, dir: &Path) {
     let mut vms = String::new();
     let all: Vec<String> = (0..c.nodes.len()).map(|i| c.hypervisor(i)).collect();
     for (i, v) in c.vms.iter().enumerate() {
+        if v.removed {
+            continue;
+        }
         let name = c.vm(i);
         let (volume, allowed, failover) = match v.storage {
             Storage::Drbd(a, b) => (
@@ -465,6 +520,13 @@ fn check_safety(e: &Engine, log: &Log, when: &str) -> Result<(), TestCaseError> 
 fn check_liveness(e: &Engine, log: &Log) -> Result<(), TestCaseError> {
     let d = &e.desired;
     let running = e.running();
+    for (n, x) in &e.world.nodes {
+        for (vm, o) in &x.host.vms {
+            if o.state.is_active() && !d.vms.contains_key(vm) {
+                return Err(fail(log, format!("vm {vm} was deleted from the manifests but still runs on {n}")));
+            }
+        }
+    }
     let mut used: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
     for (vm, nodes) in &running {
         if nodes.len() > 1 {
@@ -519,6 +581,7 @@ fn pending_now(e: &Engine) -> Vec<String> {
 }
 
 fn run_case(case: &Case, desired: Desired) -> Result<(), TestCaseError> {
+    let mut cluster = case.cluster.clone();
     let mut e = Engine::new(desired);
     let mut log = Log::default();
     for s in e.run_until_stable(60) {
@@ -573,6 +636,19 @@ fn run_case(case: &Case, desired: Desired) -> Result<(), TestCaseError> {
             Event::ActionsWork(n) => {
                 let node = case.node(n);
                 e.world.failing_actions.retain(|(x, _), _| *x != node);
+                1
+            }
+            Event::Reconfigure(v, k) => {
+                let next = cluster.reconfigured(v, k);
+                match load(&next) {
+                    Ok(d) => {
+                        e.resources = LocalResources::from_desired(&d);
+                        e.desired = d;
+                        cluster = next;
+                    }
+                    // S5: the cluster stays on the last good revision.
+                    Err(_) => log.note(e.now, "the revision does not validate: not applied".into()),
+                }
                 1
             }
             Event::Steps(k) => k,
@@ -645,8 +721,9 @@ fn planner_keeps_safety_and_liveness_under_random_failures() {
     let (v, i) = (valid.get(), invalid.get());
     eprintln!("{v} generated clusters validated, {i} did not");
     // Shrinking runs cases too; count only the generated ones.
+    // All but two-hypervisor clusters without a witness (one in eight) should validate.
     assert!(
-        v >= 2 * i,
+        v >= 3 * i,
         "only {v} of {} generated clusters validated; first error: {}",
         v + i,
         first_invalid.borrow().clone().unwrap_or_default()

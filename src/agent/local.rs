@@ -59,6 +59,31 @@ pub struct LocalResources {
     pub vip_addresses: BTreeMap<String, String>,
     /// VirtualIP name -> the VM it follows, if it follows one.
     pub vip_vm: BTreeMap<String, String>,
+    /// The Cluster's lease TTL and renew interval, in milliseconds.
+    #[serde(default)]
+    pub lease_ttl_ms: u64,
+    #[serde(default)]
+    pub renew_interval_ms: u64,
+}
+
+impl LocalResources {
+    /// What agents need to know from the manifests of one revision.
+    pub fn from_desired(d: &crate::model::Desired) -> Self {
+        use crate::model::VipFollows;
+        LocalResources {
+            vip_addresses: d.vips.iter().map(|(n, v)| (n.clone(), v.address.clone())).collect(),
+            vip_vm: d
+                .vips
+                .iter()
+                .filter_map(|(n, v)| match &v.follows {
+                    VipFollows::Vm(vm) => Some((n.clone(), vm.clone())),
+                    VipFollows::Nodes(_) => None,
+                })
+                .collect(),
+            lease_ttl_ms: d.cluster.lease_ttl.as_millis() as u64,
+            renew_interval_ms: d.cluster.renew_interval.as_millis() as u64,
+        }
+    }
 }
 
 /// The ordered actions that bring `host` to `assignment`.

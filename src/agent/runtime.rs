@@ -56,14 +56,30 @@ struct State {
     last_error: Option<FailedAction>,
 }
 
+/// What an agent shows on its API.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct AgentStats {
+    pub node: String,
+    pub lease_healthy: bool,
+    pub held_generation: u64,
+    pub reconciles: u64,
+    pub actions: u64,
+    pub failed_actions: u64,
+    pub self_demotions: u64,
+    pub last_report: Option<HostReport>,
+}
+
 /// Run the agent until `stop` turns true. `clock` gives the time stamped on failed actions.
+/// `res` is used until the controller has published newer cluster resources in the store.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     cs: ClusterStore,
     drivers: Drivers,
-    res: LocalResources,
+    mut res: LocalResources,
     opts: AgentOptions,
     clock: impl Fn() -> Time + Send,
     events: Option<mpsc::UnboundedSender<Event>>,
+    stats: std::sync::Arc<std::sync::Mutex<AgentStats>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let me = opts.node.clone();
@@ -88,6 +104,13 @@ pub async fn run(
             return;
         }
         let healthy = renew(&cs, &opts, &mut st).await;
+        {
+            let mut s = stats.lock().unwrap();
+            s.node = me.clone();
+            s.lease_healthy = healthy;
+            s.held_generation = st.held.generation;
+            s.last_report = st.last_report.clone();
+        }
         if !healthy {
             // S3: stop everything before the lease can run out, then wait for a lease.
             if !st.demoted {
@@ -95,12 +118,17 @@ pub async fn run(
                     let list = local::self_demote(&host, &res);
                     if !list.is_empty() {
                         emit(&events, &me, "cannot renew its lease: stops everything (self-demotion)".into());
+                        stats.lock().unwrap().self_demotions += 1;
                     }
                     run_actions(&drivers, &list, &me, &events).await.ok();
                 }
                 st.demoted = true;
             }
             continue;
+        }
+        // The controller publishes what agents need from the manifests (addresses of VIPs).
+        if let Ok(Some(r)) = cs.get::<LocalResources>(&cs.resources_key()).await {
+            res = r;
         }
         // Take a newer assignment (S4).
         match cs.get::<Assignment>(&cs.assignment_key(&me)).await {
@@ -118,7 +146,14 @@ pub async fn run(
             match drivers.observe(st.held.generation).await {
                 Ok(host) => {
                     let list = local::actions(&st.held, &host, &res);
-                    match run_actions(&drivers, &list, &me, &events).await {
+                    let result = run_actions(&drivers, &list, &me, &events).await;
+                    {
+                        let mut s = stats.lock().unwrap();
+                        s.reconciles += 1;
+                        s.actions += list.len() as u64;
+                        s.failed_actions += u64::from(result.is_err());
+                    }
+                    match result {
                         Ok(()) => {
                             st.backoff = Duration::ZERO;
                             if !list.is_empty() {

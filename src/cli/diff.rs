@@ -116,7 +116,14 @@ pub fn run(args: Args) -> u8 {
                 format!(" under {}", prefix.display())
             };
             println!("diff {} ({}) -> {} ({}){under}", a.rev, short(&a), b.rev, short(&b));
-            for (rev, report) in [(&a, &ra), (&b, &rb)] {
+            // The same commit twice (`--from X --to X`, or two names for one commit) has
+            // one set of diagnostics: print them once.
+            let sides: &[(&Revision, &Report)] = if a.commit == b.commit {
+                &[(&b, &rb)]
+            } else {
+                &[(&a, &ra), (&b, &rb)]
+            };
+            for (rev, report) in sides {
                 if report.has_errors() {
                     println!("\nrevision {} ({}) does not validate:", rev.rev, short(rev));
                     for d in report.rendered() {
@@ -139,8 +146,9 @@ pub fn run(args: Args) -> u8 {
                 println!("\nno changes");
             } else {
                 println!(
-                    "\n{} objects differ: {} added, {} removed, {} changed",
+                    "\n{} {}: {} added, {} removed, {} changed",
                     changes.len(),
+                    if changes.len() == 1 { "object differs" } else { "objects differ" },
                     counts.added,
                     counts.removed,
                     counts.changed

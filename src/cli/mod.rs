@@ -1,6 +1,8 @@
 //! The `rampart` command line. Each subcommand parses its arguments, calls into the library
 //! and prints; no decision is made here.
 
+mod admin;
+mod daemon;
 mod demo;
 mod diff;
 mod generate;
@@ -43,9 +45,30 @@ pub enum Command {
     Diff(diff::Args),
     /// What if a node dies? Run the planner and simulated hosts step by step.
     Simulate(simulate::Args),
+    /// Run a node's agent: hold its lease, converge its host to its assignment.
+    Agent(daemon::AgentArgs),
+    /// Run a controller: fetch manifests from git, plan, fence, assign. One of them leads.
+    Controller(daemon::ControllerArgs),
+    /// The cluster at a glance: nodes and leases, leader, revision, VMs, volumes, addresses, pending steps.
+    Status(admin::StatusArgs),
+    /// Freeze placement (on) or let it move again (off), without editing git.
+    Maintenance(admin::MaintenanceArgs),
+    /// Move a node's work off it and give it no new work.
+    Drain(admin::DrainArgs),
+    /// Let a drained node take work again.
+    Undrain(admin::DrainArgs),
+    /// Fencing done by hand.
+    #[command(subcommand)]
+    Fence(FenceCommand),
     /// Generate a synthetic cluster repository (for benchmarks and experiments).
     #[command(hide = true)]
     Generate(generate::Args),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FenceCommand {
+    /// Tell the cluster a lost node was powered off by hand, so its work may move.
+    Confirm(admin::FenceConfirmArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -90,6 +113,13 @@ pub fn main() -> ExitCode {
         Command::Diff(a) => diff::run(a),
         Command::Simulate(a) => simulate::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Status(a) => admin::status(a),
+        Command::Agent(a) => daemon::agent(a),
+        Command::Controller(a) => daemon::controller(a),
+        Command::Maintenance(a) => admin::maintenance(a),
+        Command::Drain(a) => admin::drain(a, true),
+        Command::Undrain(a) => admin::drain(a, false),
+        Command::Fence(FenceCommand::Confirm(a)) => admin::fence_confirm(a),
     };
     ExitCode::from(code)
 }

@@ -62,10 +62,11 @@ pub fn run(args: Args) -> u8 {
                 println!("{}", d.to_text());
             }
             let summary = diag::summary(&rendered, report.set.files.len());
+            let objects = report.set.object_count();
             println!(
-                "{}: {summary}, {} objects",
+                "{}: {summary}, {objects} object{}",
                 if errors == 0 { "valid" } else { "invalid" },
-                report.set.object_count()
+                if objects == 1 { "" } else { "s" }
             );
         }
         Output::Json => print_json(&JsonReport {

@@ -28,7 +28,14 @@ pub struct ControllerOptions {
 #[derive(Debug, Clone, Default)]
 pub struct ControllerStats {
     pub rounds: u64,
+    pub round_seconds: f64,
+    pub leader: bool,
+    pub store_reachable: bool,
     pub fence_actions: u64,
+    pub fence_ok: u64,
+    pub fence_failed: u64,
+    /// VMs moved off a lost node.
+    pub failovers: u64,
     pub violations: Vec<String>,
     pub last_plan: Option<planner::Plan>,
 }
@@ -97,6 +104,9 @@ pub async fn run(
     };
     let mut lease: Option<LeaseId> = None;
     let mut elected: Option<i64> = None;
+    // What was last published, so it is written only when it changes.
+    let mut published_pending: Option<Vec<String>> = None;
+    let mut published_resources: Option<crate::agent::local::LocalResources> = None;
     let mut ticker = tokio::time::interval(opts.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -132,8 +142,15 @@ pub async fn run(
             }
         }
         let rev = elected.expect("elected above");
+        let round_start = std::time::Instant::now();
         let d = desired.borrow().clone();
-        let Ok(view) = cs.view().await else { continue };
+        let view = match cs.view().await {
+            Ok(v) => v,
+            Err(_) => {
+                stats.lock().unwrap().store_reachable = false;
+                continue;
+            }
+        };
         let now = clock();
         let (observed, lost_nodes) = observed_from(&view, &d, now);
         // Record when each node was first seen lost, and clear the record of nodes back alive.
@@ -156,6 +173,7 @@ pub async fn run(
         let violations = invariants::check_plan(&d, &observed, &prev, &plan);
         // Fence first, level by level as the plan asks, recording every attempt.
         let mut fenced_any = false;
+        let mut fence_ok = 0u64;
         for req in &plan.fence {
             let mut ok = true;
             let mut error = None;
@@ -192,6 +210,15 @@ pub async fn run(
             });
             bookkeeping.push(Op::put(cs.fence_key(&req.node), serde_json::to_vec(&attempts).unwrap()));
             fenced_any = true;
+            fence_ok += u64::from(ok);
+        }
+        let pending: Vec<String> = plan.pending.iter().map(|p| format!("{}: {}", p.subject, p.wait)).collect();
+        if published_pending.as_ref() != Some(&pending) {
+            bookkeeping.push(Op::put(cs.pending_key(), serde_json::to_vec(&pending).unwrap()));
+        }
+        let resources = crate::agent::local::LocalResources::from_desired(&d);
+        if published_resources.as_ref() != Some(&resources) && view.resources.as_ref() != Some(&resources) {
+            bookkeeping.push(Op::put(cs.resources_key(), serde_json::to_vec(&resources).unwrap()));
         }
         let mut ops = bookkeeping;
         // After fencing, write only the bookkeeping: the next round plans with the result.
@@ -203,6 +230,8 @@ pub async fn run(
             let lost_refs: Vec<&str> = lost_nodes.iter().map(String::as_str).collect();
             match cs.leader_txn(&opts.id, rev, &lost_refs, ops).await {
                 Ok(true) => {
+                    published_pending = Some(pending);
+                    published_resources = Some(resources);
                     if !fenced_any {
                         for n in &changed {
                             let g = plan.placement.assignments[n].generation;
@@ -222,7 +251,20 @@ pub async fn run(
         }
         let mut s = stats.lock().unwrap();
         s.rounds += 1;
+        s.round_seconds += round_start.elapsed().as_secs_f64();
+        s.leader = elected.is_some();
+        s.store_reachable = true;
         s.fence_actions += plan.fence.len() as u64;
+        s.fence_ok += fence_ok;
+        s.fence_failed += plan.fence.len() as u64 - fence_ok;
+        if !fenced_any {
+            s.failovers += plan
+                .placement
+                .vms
+                .iter()
+                .filter(|(vm, n)| prev.vms.get(*vm).is_some_and(|p| p != *n && lost_nodes.contains(p)))
+                .count() as u64;
+        }
         for v in violations {
             emit(format!("INVARIANT VIOLATION {v}"));
             s.violations.push(v.to_string());

@@ -17,7 +17,7 @@ use crate::agent::runtime::{self as agent, AgentOptions, Event};
 use crate::controller::{self, ControllerOptions, ControllerStats};
 use crate::drivers::sim::{SimFencer, SimHost, SimShared};
 use crate::invariants::{self, HostTruth};
-use crate::model::{Desired, Time, VipFollows, VmState};
+use crate::model::{Desired, Time, VmState};
 use crate::simulator::{SimNode, SimWorld};
 use crate::store::cluster::ClusterStore;
 use crate::store::memory::MemoryStore;
@@ -55,20 +55,6 @@ fn scale(d: &mut Desired, f: f64) {
     d.cluster.fence_timeout = s(d.cluster.fence_timeout);
     for n in d.nodes.values_mut() {
         n.watchdog = n.watchdog.map(s);
-    }
-}
-
-fn resources(d: &Desired) -> LocalResources {
-    LocalResources {
-        vip_addresses: d.vips.iter().map(|(n, v)| (n.clone(), v.address.clone())).collect(),
-        vip_vm: d
-            .vips
-            .iter()
-            .filter_map(|(n, v)| match &v.follows {
-                VipFollows::Vm(vm) => Some((n.clone(), vm.clone())),
-                VipFollows::Nodes(_) => None,
-            })
-            .collect(),
     }
 }
 
@@ -171,7 +157,7 @@ pub async fn run(mut desired: Desired, opts: DemoOptions) -> DemoOutcome {
     let shared = SimShared {
         world: Arc::new(Mutex::new(world)),
         desired: d.clone(),
-        resources: Arc::new(resources(&d)),
+        resources: Arc::new(LocalResources::from_desired(&d)),
     };
     let epoch = Instant::now();
     let clock = move || Time(epoch.elapsed().as_millis() as u64);
@@ -218,6 +204,7 @@ pub async fn run(mut desired: Desired, opts: DemoOptions) -> DemoOutcome {
             o,
             clock,
             Some(tx.clone()),
+            Arc::new(Mutex::new(agent::AgentStats::default())),
             stop_rx,
         )));
     }

@@ -34,7 +34,7 @@ use crate::agent::local::{self, Action, LocalResources};
 use crate::manifest::vm::Hypervisor;
 use crate::manifest::ManifestSet;
 use crate::model::{
-    Assignment, Desired, HostReport, Lease, Placement, Time, VipFollows, VmTarget, VolumeRole,
+    Assignment, Desired, HostReport, Lease, Placement, Time, VmTarget, VolumeRole,
 };
 use crate::planner::{self, FenceRequest, Pending, Subject, Wait};
 use crate::render::{render_domain, render_res_redacted, res_file_name, RenderError, RES_DIR};
@@ -91,21 +91,7 @@ pub fn expected_artifacts(
 
 /// What the floating addresses are, for the agent's local plan.
 pub fn local_resources(desired: &Desired) -> LocalResources {
-    LocalResources {
-        vip_addresses: desired
-            .vips
-            .iter()
-            .map(|(n, v)| (n.clone(), v.address.clone()))
-            .collect(),
-        vip_vm: desired
-            .vips
-            .iter()
-            .filter_map(|(n, v)| match &v.follows {
-                VipFollows::Vm(vm) => Some((n.clone(), vm.clone())),
-                VipFollows::Nodes(_) => None,
-            })
-            .collect(),
-    }
+    LocalResources::from_desired(desired)
 }
 
 /// The whole answer of `rampart diff --observed`.

@@ -8,6 +8,7 @@
 //! idempotent: doing it twice leaves the host as doing it once.
 
 pub mod sim;
+pub mod store_sim;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -80,11 +80,9 @@ impl<'de> Deserialize<'de> for Duration {
                 f.write_str("a duration such as `500ms`, `10s` or `2m`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-                humantime::parse_duration(v.trim()).map(Duration).map_err(|e| {
-                    E::custom(format_args!(
-                        "invalid duration `{v}` ({e}); write it with a unit, like `500ms`, `10s` or `2m`"
-                    ))
-                })
+                humantime::parse_duration(v.trim())
+                    .map(Duration)
+                    .map_err(|e| E::custom(duration_error(v, &e)))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
                 Err(E::custom(format_args!(
@@ -101,6 +99,58 @@ impl<'de> Deserialize<'de> for Duration {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// What is wrong with a duration that does not parse, in an admin's terms rather than the
+/// parser's ("expected number at 10").
+fn duration_error(v: &str, e: &humantime::DurationError) -> String {
+    use humantime::DurationError as E;
+    const LIKE: &str = "write it like `500ms`, `10s`, `5m` or `1h 30m`";
+    let t = v.trim();
+    // The word starting at byte `i` of the trimmed text.
+    let word_at = |i: usize| {
+        t.get(i..)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_default()
+    };
+    match e {
+        E::Empty => format!("duration is empty; {LIKE}"),
+        E::UnknownUnit { unit, .. } if unit.is_empty() => {
+            if t.parse::<f64>().is_ok() {
+                format!("duration `{t}` has no unit; write `{t}s` for seconds or `{t}ms` for milliseconds")
+            } else {
+                format!("duration `{t}` ends in a number without a unit; give every number a unit (ms, s, m, h)")
+            }
+        }
+        E::UnknownUnit { unit, .. } => {
+            let lower = unit.to_lowercase();
+            let number = t.get(..t.find(unit.as_str()).unwrap_or(0)).unwrap_or_default().trim();
+            if lower != *unit && humantime::parse_duration(&format!("1{lower}")).is_ok() {
+                format!("invalid duration `{t}`: units are written in lower case; write `{number}{lower}`")
+            } else {
+                format!("invalid duration `{t}`: `{unit}` is not a unit of time; use ms, s, m, h or d, like `{number}s`")
+            }
+        }
+        E::NumberExpected(i) => {
+            let w = word_at(*i);
+            if w.starts_with('-') {
+                format!("duration `{t}` is negative; {LIKE}")
+            } else if t.starts_with(['P', 'p']) {
+                format!("`{t}` looks like an ISO 8601 duration, which is not read here; {LIKE}")
+            } else {
+                format!("invalid duration `{t}`: `{w}` is not a number followed by a unit; {LIKE}")
+            }
+        }
+        E::InvalidCharacter(i) => match t.get(*i..).and_then(|r| r.chars().next()) {
+            Some(',') => format!(
+                "invalid duration `{t}`: separate its parts with spaces, not commas, like `1h 30m`, and write fractions with a dot (`1.5s`)"
+            ),
+            Some('μ') => format!("invalid duration `{t}`: write microseconds as `us`"),
+            Some(c) => format!("invalid duration `{t}`: `{c}` cannot be part of a duration; {LIKE}"),
+            None => format!("invalid duration `{t}`; {LIKE}"),
+        },
+        E::NumberOverflow => format!("duration `{t}` is too large, or finer than a nanosecond"),
     }
 }
 
@@ -142,20 +192,52 @@ impl Memory {
             "MiB" | "Mi" | "M" => 1,
             "GiB" | "Gi" | "G" => 1024,
             "TiB" | "Ti" | "T" => 1024 * 1024,
-            "" => {
-                return Err(format!(
-                    "memory size `{s}` has no unit; write `{n}MiB` or `{n}GiB`"
-                ))
-            }
+            "" => return Err(memory_without_unit(n)),
             other => {
-                return Err(format!(
-                    "unknown memory unit `{other}` in `{s}`; use MiB, GiB or TiB"
-                ))
+                let binary = match other.to_ascii_lowercase().as_str() {
+                    "mb" | "m" | "mib" | "mi" => Some("MiB"),
+                    "gb" | "g" | "gib" | "gi" => Some("GiB"),
+                    "tb" | "t" | "tib" | "ti" => Some("TiB"),
+                    _ => None,
+                };
+                return Err(match binary {
+                    Some(b) => format!(
+                        "unknown memory unit `{other}` in `{s}`; memory is counted in binary units: write `{n}{b}`"
+                    ),
+                    None => format!("unknown memory unit `{other}` in `{s}`; use MiB, GiB or TiB"),
+                });
             }
         };
         n.checked_mul(factor)
             .map(Memory::mib)
             .ok_or_else(|| format!("memory size `{s}` is too large"))
+    }
+}
+
+/// What to write instead of a bare number of memory. The suggestions keep the meaning the
+/// number most likely has: `4096` is 4096 MiB (4 GiB), never 4096 GiB; a number of a million
+/// or more is likely KiB, as libvirt's `<memory>` counts.
+fn memory_without_unit(n: u64) -> String {
+    let head = format!("memory size `{n}` has no unit");
+    if n >= 1024 * 1024 && n % 1024 == 0 {
+        format!(
+            "{head}; if it is KiB, as libvirt's `<memory>` counts, write `{}`; if it is MiB, write `{}`",
+            Memory::mib(n / 1024),
+            Memory::mib(n)
+        )
+    } else if n >= 1024 && n % 1024 == 0 {
+        format!(
+            "{head}; write `{n}MiB` ({} GiB) or `{}`",
+            n / 1024,
+            Memory::mib(n)
+        )
+    } else if n >= 1024 {
+        format!(
+            "{head}; write `{n}MiB` (about {:.1} GiB)",
+            n as f64 / 1024.0
+        )
+    } else {
+        format!("{head}; write `{n}GiB` or `{n}MiB`, whichever is meant")
     }
 }
 
@@ -189,9 +271,7 @@ impl<'de> Deserialize<'de> for Memory {
                 Memory::parse(v).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Memory, E> {
-                Err(E::custom(format_args!(
-                    "memory size `{v}` has no unit; write `{v}MiB` or `{v}GiB`"
-                )))
+                Err(E::custom(memory_without_unit(v)))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Memory, E> {
                 self.visit_u64(v.unsigned_abs())
@@ -307,5 +387,67 @@ impl JsonSchema for SecretRef {
                 }
             ]
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn duration(s: &str) -> String {
+        serde_yaml::from_str::<Duration>(s).unwrap_err().to_string()
+    }
+
+    fn memory(s: &str) -> String {
+        serde_yaml::from_str::<Memory>(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn memory_without_unit_keeps_its_likely_meaning() {
+        let m = memory("4096");
+        assert!(m.contains("write `4096MiB` (4 GiB) or `4GiB`"), "{m}");
+        assert!(!m.contains("4096GiB"), "{m}");
+        assert!(memory("\"4096\"").contains("`4096MiB` (4 GiB)"));
+        assert!(memory("4000").contains("`4000MiB` (about 3.9 GiB)"));
+        assert!(memory("16").contains("write `16GiB` or `16MiB`"));
+        let m = memory("4194304");
+        assert!(
+            m.contains("KiB") && m.contains("`4GiB`") && m.contains("`4TiB`"),
+            "{m}"
+        );
+        assert!(memory("4GB").contains("write `4GiB`"));
+        assert!(memory("4 kb").contains("use MiB, GiB or TiB"));
+    }
+
+    #[test]
+    fn duration_errors_speak_of_durations_not_parser_offsets() {
+        let cases = [
+            (
+                "5 minutes please",
+                "`please` is not a number followed by a unit",
+            ),
+            ("\"10\"", "duration `10` has no unit; write `10s`"),
+            ("\"1.5\"", "duration `1.5` has no unit; write `1.5s`"),
+            ("10S", "units are written in lower case; write `10s`"),
+            (
+                "10x",
+                "`x` is not a unit of time; use ms, s, m, h or d, like `10s`",
+            ),
+            ("-5s", "is negative"),
+            ("PT10S", "ISO 8601"),
+            ("1h, 30m", "not commas"),
+            ("\"\"", "duration is empty"),
+            ("99999999999999999999s", "too large"),
+            ("1h 30", "ends in a number without a unit"),
+        ];
+        for (input, want) in cases {
+            let got = duration(input);
+            assert!(got.contains(want), "{input}: {got}");
+            assert!(!got.contains(" at "), "{input}: parser offsets leak: {got}");
+        }
+        assert_eq!(
+            serde_yaml::from_str::<Duration>("1h 30m").unwrap(),
+            Duration::from_secs(5400)
+        );
     }
 }

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::diag::{Anchor, Diagnostic};
-use super::{Entry, Kind, ManifestSet, Object, Origin, SourceFile, API_VERSION};
+use super::{Entry, Failed, Kind, ManifestSet, Object, Origin, SourceFile, API_VERSION};
 use crate::source::{resolve_relative, Source};
 
 /// Load every manifest file of `source` into a [`ManifestSet`].
@@ -298,22 +298,55 @@ fn load_document(
     };
     match kind {
         Kind::Cluster => {
-            if let Some(o) = typed(diags, origin, kind, value) {
+            if let Some(o) = typed(&mut set.failed, diags, origin, kind, value) {
                 set.clusters.push(Entry { object: o, origin });
             }
         }
-        Kind::Node => insert(&mut set.nodes, &set.files, diags, origin, kind, value),
-        Kind::FenceDevice => insert(
-            &mut set.fence_devices,
+        Kind::Node => insert(
+            &mut set.nodes,
+            &mut set.failed,
             &set.files,
             diags,
             origin,
             kind,
             value,
         ),
-        Kind::Volume => insert(&mut set.volumes, &set.files, diags, origin, kind, value),
-        Kind::VirtualMachine => insert(&mut set.vms, &set.files, diags, origin, kind, value),
-        Kind::VirtualIP => insert(&mut set.vips, &set.files, diags, origin, kind, value),
+        Kind::FenceDevice => insert(
+            &mut set.fence_devices,
+            &mut set.failed,
+            &set.files,
+            diags,
+            origin,
+            kind,
+            value,
+        ),
+        Kind::Volume => insert(
+            &mut set.volumes,
+            &mut set.failed,
+            &set.files,
+            diags,
+            origin,
+            kind,
+            value,
+        ),
+        Kind::VirtualMachine => insert(
+            &mut set.vms,
+            &mut set.failed,
+            &set.files,
+            diags,
+            origin,
+            kind,
+            value,
+        ),
+        Kind::VirtualIP => insert(
+            &mut set.vips,
+            &mut set.failed,
+            &set.files,
+            diags,
+            origin,
+            kind,
+            value,
+        ),
     }
 }
 
@@ -341,13 +374,14 @@ fn kind_list() -> String {
 
 fn insert<S: DeserializeOwned>(
     map: &mut BTreeMap<String, Entry<Object<S>>>,
+    failed: &mut Vec<Failed>,
     files: &[SourceFile],
     diags: &mut Vec<Diagnostic>,
     origin: Origin,
     kind: Kind,
     value: serde_yaml::Value,
 ) {
-    let Some(object) = typed::<S>(diags, origin, kind, value) else {
+    let Some(object) = typed::<S>(failed, diags, origin, kind, value) else {
         return;
     };
     let name = object.metadata.name.clone();
@@ -370,16 +404,31 @@ fn insert<S: DeserializeOwned>(
     }
 }
 
+/// The typed object of a document, or `None` after reporting why it is not one. A document
+/// that does not load is remembered in `failed` with its name, when it has a readable one, so
+/// that validation can leave out what follows only from its absence.
 fn typed<S: DeserializeOwned>(
+    failed: &mut Vec<Failed>,
     diags: &mut Vec<Diagnostic>,
     origin: Origin,
     kind: Kind,
     value: serde_yaml::Value,
 ) -> Option<Object<S>> {
-    match serde_path_to_error::deserialize::<_, Object<S>>(value) {
+    match serde_path_to_error::deserialize::<_, Object<S>>(&value) {
         Ok(o) => Some(o),
         Err(e) => {
             diags.push(schema_error(origin, kind, &e));
+            let name = value
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(|n| n.as_str())
+                .map(str::to_string);
+            failed.push(Failed {
+                kind,
+                name,
+                origin,
+                value,
+            });
             None
         }
     }

@@ -13,6 +13,7 @@ pub mod node;
 pub mod schema;
 pub mod span;
 mod validate;
+mod xmlscan;
 pub mod vip;
 pub mod vm;
 pub mod volume;
@@ -152,6 +153,29 @@ pub struct ManifestSet {
     pub vips: BTreeMap<String, Entry<VirtualIP>>,
     /// The domain XML of each VM that names an `xmlFile`, read from the same source.
     pub domain_xml: BTreeMap<String, Arc<str>>,
+    /// Documents of a known kind that failed to load (a schema error was reported). Validation
+    /// consults them so it does not pile conclusions onto the missing object: "Node `hv2` is
+    /// not defined" when `hv2`'s document has a misspelt field says nothing new.
+    pub failed: Vec<Failed>,
+}
+
+/// A document whose kind is known but which did not load, with what can still be read of it.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub kind: Kind,
+    /// `metadata.name`, when the raw document has one that is a string.
+    pub name: Option<String>,
+    pub origin: Origin,
+    /// The raw document, for references that can still be read from it (the fence devices a
+    /// Node names, the volumes a VirtualMachine attaches).
+    pub value: serde_yaml::Value,
+}
+
+impl Failed {
+    /// The raw value at a dotted path of mapping keys (`spec.fencing`), if there is one.
+    pub fn get(&self, path: &str) -> Option<&serde_yaml::Value> {
+        path.split('.').try_fold(&self.value, |v, key| v.get(key))
+    }
 }
 
 impl ManifestSet {
@@ -186,6 +210,11 @@ impl ManifestSet {
         add(&mut out, Kind::VirtualMachine, &self.vms);
         add(&mut out, Kind::VirtualIP, &self.vips);
         out
+    }
+
+    /// Whether a document of `kind` failed to load (named or not).
+    pub fn failed_any(&self, kind: Kind) -> bool {
+        self.failed.iter().any(|f| f.kind == kind)
     }
 
     pub fn object_count(&self) -> usize {

@@ -2,22 +2,36 @@
 //! majority, nothing secret sits in git. Every rule reports every violation it finds, each at
 //! the field it is about, with a hint on how to fix it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use super::cluster::FencingPolicy;
 use super::common::SecretRef;
-use super::diag::{Anchor, Diagnostic};
+use super::diag::{Anchor, Diagnostic, Part};
 use super::fence::SECRET_PARAMETERS;
 use super::load::did_you_mean;
 use super::node::NodeRole;
-use super::{Entry, ManifestSet, Origin};
+use super::span::SpanIndex;
+use super::volume::Drbd;
+use super::xmlscan::{self, DrbdDevice};
+use super::{Entry, Kind, ManifestSet, Origin};
 
-/// Validate a loaded set. The set's own load diagnostics are not repeated here.
+/// Validate a loaded set. The set's own load diagnostics are not repeated here, and neither is
+/// anything that follows only from a document that failed to load (see [`ManifestSet::failed`]):
+/// a reference to it, a device only it would use, a count it would change.
 pub fn validate(set: &ManifestSet) -> Vec<Diagnostic> {
     let mut v = Validator {
         set,
         out: Vec::new(),
+        failed: set
+            .failed
+            .iter()
+            .filter_map(|f| Some((f.kind, f.name.as_deref()?)))
+            .collect(),
+        node_failed: set.failed_any(Kind::Node),
+        spans: HashMap::new(),
+        facts: Vec::new(),
+        xml_index: None,
     };
     v.cluster();
     v.names();
@@ -25,6 +39,7 @@ pub fn validate(set: &ManifestSet) -> Vec<Diagnostic> {
     v.fence_devices();
     v.volumes();
     v.vms();
+    v.placement();
     v.vips();
     v.store_majority();
     v.out
@@ -33,6 +48,108 @@ pub fn validate(set: &ManifestSet) -> Vec<Diagnostic> {
 struct Validator<'a> {
     set: &'a ManifestSet,
     out: Vec<Diagnostic>,
+    /// Kind and name of every document that failed to load with a readable name.
+    failed: HashSet<(Kind, &'a str)>,
+    /// A Node document failed to load: conclusions from counting or adding up nodes (store
+    /// majority, capacity) could be wrong, so they are not drawn.
+    node_failed: bool,
+    /// Span indexes of files, built only when a message names a place in another document.
+    spans: HashMap<usize, SpanIndex>,
+    /// What the placement checks need of each VM, gathered by [`Validator::vms`].
+    facts: Vec<VmFacts<'a>>,
+    /// Built when the first domain XML is checked.
+    xml_index: Option<XmlIndex<'a>>,
+}
+
+/// What checking domain XML looks up, indexed once for all VMs.
+#[derive(Default)]
+struct XmlIndex<'a> {
+    /// Backing disk path -> (DRBD volume, minor).
+    backing: HashMap<&'a str, (&'a str, u32)>,
+    /// Minor -> the first DRBD volume with it.
+    minors: HashMap<u32, &'a str>,
+    /// Volume -> the first VM attaching it.
+    owners: HashMap<&'a str, &'a str>,
+}
+
+impl<'a> XmlIndex<'a> {
+    fn build(set: &'a ManifestSet) -> Self {
+        let mut x = XmlIndex::default();
+        for (v, vol) in &set.volumes {
+            if let Some(d) = &vol.object.spec.drbd {
+                x.minors.entry(d.minor).or_insert(v);
+                for r in &d.replicas {
+                    x.backing.entry(r.disk.as_str()).or_insert((v.as_str(), d.minor));
+                }
+            }
+        }
+        for (vm, e) in &set.vms {
+            for a in &e.object.spec.volumes {
+                x.owners.entry(a.volume.as_str()).or_insert(vm);
+            }
+        }
+        x
+    }
+}
+
+/// A VM as the placement checks see it.
+struct VmFacts<'a> {
+    name: &'a str,
+    origin: Origin,
+    cpus: u64,
+    memory: u64,
+    failover: bool,
+    /// Its valid `allowed` nodes, without repeats; `None` when it may run on every hypervisor.
+    allowed: Option<Vec<&'a str>>,
+    /// The node it can run on, when there is only one.
+    only: Option<&'a str>,
+    /// Where it normally runs: its first preferred node that it may run on, or its only node.
+    home: Option<&'a str>,
+    anti_affinity: &'a [String],
+    /// The nodes it may run on are the ones written: no entry of `allowed` is unresolved, a
+    /// witness or a Node that failed to load (each already reported), and it fits on one of
+    /// them. Capacity conclusions are drawn only from such VMs.
+    sound: bool,
+}
+
+/// Up to `max` names, quoted, and how many more there are.
+fn quoted_some<'n>(names: impl ExactSizeIterator<Item = &'n str>, max: usize) -> String {
+    let n = names.len();
+    let shown = quoted(names.take(max));
+    if n > max {
+        format!("{shown} and {} more", n - max)
+    } else {
+        shown
+    }
+}
+
+/// Every string value in a raw document (not the keys), for reading what a document that
+/// failed to load refers to, whatever field was misspelt in it.
+fn raw_strings<'v>(v: &'v serde_yaml::Value, out: &mut HashSet<&'v str>) {
+    use serde_yaml::Value;
+    match v {
+        Value::String(s) => {
+            out.insert(s);
+        }
+        Value::Sequence(items) => items.iter().for_each(|i| raw_strings(i, out)),
+        Value::Mapping(m) => m.values().for_each(|i| raw_strings(i, out)),
+        Value::Tagged(t) => raw_strings(&t.value, out),
+        _ => {}
+    }
+}
+
+/// Add (CPUs, MiB) pairs without overflowing: sizes come from the manifests, whatever they say.
+fn add(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
+    (a.0.saturating_add(b.0), a.1.saturating_add(b.1))
+}
+
+/// `n CPU(s) and MEMORY`.
+fn size(cpus: u64, mib: u64) -> String {
+    format!(
+        "{cpus} CPU{} and {}",
+        if cpus == 1 { "" } else { "s" },
+        super::Memory::mib(mib)
+    )
 }
 
 /// Parse `ADDRESS/PREFIX`.
@@ -90,9 +207,79 @@ fn quoted(names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     }
 }
 
+/// Where a MAC address was written, for naming the first place of a duplicate.
+enum MacAt<'a> {
+    /// A field of a VM manifest (`spec.interfaces[0].mac`).
+    Field { vm: &'a str, origin: Origin, path: String },
+    /// An interface in a VM's domain XML, at `place` (`domains/files.xml:48`).
+    Xml { vm: &'a str, origin: Origin, field: &'static str, place: String },
+}
+
+impl MacAt<'_> {
+    fn vm(&self) -> &str {
+        match self {
+            MacAt::Field { vm, .. } | MacAt::Xml { vm, .. } => vm,
+        }
+    }
+    fn anchor(&self) -> Anchor {
+        match self {
+            MacAt::Field { origin, path, .. } => origin.at(path.clone()),
+            MacAt::Xml { origin, field, .. } => origin.at(*field),
+        }
+    }
+    /// ` (in the domain XML, FILE:LINE)` for an address from the XML.
+    fn within(&self) -> String {
+        match self {
+            MacAt::Field { .. } => String::new(),
+            MacAt::Xml { place, .. } => format!(" (in the domain XML, {place})"),
+        }
+    }
+}
+
+/// The six octets of `52:54:00:12:34:56`.
+fn parse_mac(mac: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = mac.split(':');
+    for o in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *o = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// A round duration at most `d`: whole seconds from a second up, tenths of a second below.
+fn round_down(d: std::time::Duration) -> super::Duration {
+    let ms = d.as_millis() as u64;
+    let round = match ms {
+        1000.. => ms / 1000 * 1000,
+        100.. => ms / 100 * 100,
+        _ => ms,
+    };
+    if round == 0 {
+        super::Duration(d)
+    } else {
+        super::Duration::from_millis(round)
+    }
+}
+
 impl<'a> Validator<'a> {
     fn push(&mut self, d: Diagnostic) {
         self.out.push(d);
+    }
+
+    /// `FILE:LINE` of the field at `path` of a document, for messages that point at a second
+    /// place (where the other volume of a collision is defined).
+    fn place(&mut self, origin: Origin, path: &str) -> String {
+        let file = &self.set.files[origin.file];
+        let index = self
+            .spans
+            .entry(origin.file)
+            .or_insert_with(|| SpanIndex::build(&file.text));
+        let (line, _) = index.locate(origin.doc, path, Part::Value);
+        format!("{}:{line}", file.path.display())
     }
 
     fn hypervisors(&self) -> impl Iterator<Item = &'a str> {
@@ -122,19 +309,24 @@ impl<'a> Validator<'a> {
                 false
             }
             None => {
-                self.unresolved("Node", name, anchor, self.set.nodes.keys());
+                self.unresolved(Kind::Node, name, anchor, self.set.nodes.keys());
                 false
             }
         }
     }
 
+    /// Report a reference to an object that does not exist, unless its document exists but
+    /// failed to load (that error says what is wrong).
     fn unresolved<'n>(
         &mut self,
-        kind: &str,
+        kind: Kind,
         name: &str,
         anchor: Anchor,
         known: impl Iterator<Item = &'n String> + Clone,
     ) {
+        if self.failed.contains(&(kind, name)) {
+            return;
+        }
         let mut d = Diagnostic::error(
             "unresolved-reference",
             anchor,
@@ -189,7 +381,8 @@ impl<'a> Validator<'a> {
     fn cluster(&mut self) {
         let set = self.set;
         let Some(first) = set.clusters.first() else {
-            if set.object_count() > 0 {
+            // A Cluster document that failed to load is no missing Cluster.
+            if set.object_count() > 0 && !set.failed_any(Kind::Cluster) {
                 self.push(
                     Diagnostic::error("no-cluster", Anchor::None, "no Cluster manifest")
                         .hint("add one document with `kind: Cluster` (see manifests/cluster.yaml in the Rampart repository)"),
@@ -219,7 +412,7 @@ impl<'a> Validator<'a> {
         self.positive(t.stop_timeout, o.at("spec.timing.stopTimeout"), "stopTimeout");
         self.positive(t.start_timeout, o.at("spec.timing.startTimeout"), "startTimeout");
         if !t.lease_ttl.is_zero() && !t.renew_interval.is_zero() && t.renew_interval.0 * 3 > t.lease_ttl.0 {
-            let third = super::Duration::from_millis((t.lease_ttl.0 / 3).as_millis() as u64);
+            let third = round_down(t.lease_ttl.0 / 3);
             self.push(
                 Diagnostic::error(
                     "timing",
@@ -285,10 +478,20 @@ impl<'a> Validator<'a> {
         self.out.extend(out);
     }
 
+    /// Whether hypervisors must have fencing. Without a Cluster the default (`required`)
+    /// holds; when the Cluster failed to load, its raw `fencing` is read, and a value that
+    /// cannot be read concludes nothing.
     fn fencing_required(&self) -> bool {
-        self.set
-            .cluster()
-            .is_none_or(|c| c.spec.fencing == FencingPolicy::Required)
+        if let Some(c) = self.set.clusters.first() {
+            return c.object.spec.fencing == FencingPolicy::Required;
+        }
+        match self.set.failed.iter().find(|f| f.kind == Kind::Cluster) {
+            None => true,
+            Some(f) => match f.get("spec.fencing") {
+                None => true,
+                Some(v) => v.as_str() == Some("required"),
+            },
+        }
     }
 
     fn nodes(&mut self) {
@@ -321,7 +524,7 @@ impl<'a> Validator<'a> {
                 NodeRole::Hypervisor => {
                     match &spec.capacity {
                         None => self.push(
-                            Diagnostic::error("capacity", o.key("spec"), format!("hypervisor `{name}` has no `capacity`"))
+                            Diagnostic::error("capacity", o.at("spec.role"), format!("hypervisor `{name}` has no `capacity`"))
                                 .hint("add `capacity: {cpus: N, memory: NGiB}` with what VMs may use on it"),
                         ),
                         Some(c) if c.cpus == 0 || c.memory.mib == 0 => self.push(
@@ -333,7 +536,7 @@ impl<'a> Validator<'a> {
                         self.push(
                             Diagnostic::error(
                                 "no-fencing",
-                                o.key("spec"),
+                                o.at("spec.role"),
                                 format!("node `{name}` can host VMs but has no fencing level"),
                             )
                             .hint("add `fencing: [{devices: [{device: NAME}]}]` naming a FenceDevice, or set `fencing: disabled` in the Cluster to run without fencing (not for production)"),
@@ -365,7 +568,7 @@ impl<'a> Validator<'a> {
                 for (di, r) in level.devices.iter().enumerate() {
                     let anchor = o.at(format!("spec.fencing[{li}].devices[{di}].device"));
                     match set.fence_devices.get(&r.device) {
-                        None => self.unresolved("FenceDevice", &r.device, anchor, set.fence_devices.keys()),
+                        None => self.unresolved(Kind::FenceDevice, &r.device, anchor, set.fence_devices.keys()),
                         Some(dev) => {
                             let runs_on = &dev.object.spec.runs_on;
                             if runs_on.len() == 1 && runs_on[0] == *name {
@@ -386,7 +589,14 @@ impl<'a> Validator<'a> {
                 self.positive(w.timeout, o.at("spec.watchdog.timeout"), "watchdog timeout");
             }
         }
-        if !set.nodes.is_empty() && self.hypervisors().next().is_none() {
+        if set.nodes.is_empty() && set.object_count() > 0 && !self.node_failed {
+            let anchor = set.clusters.first().map_or(Anchor::None, |c| c.origin.at("metadata.name"));
+            self.push(
+                Diagnostic::error("no-nodes", anchor, "the cluster has no nodes: there is no Node manifest")
+                    .hint("add a `kind: Node` manifest for every host (see manifests/nodes/ in the Rampart repository); two hypervisors also need a witness node"),
+            );
+        }
+        if !set.nodes.is_empty() && !self.node_failed && self.hypervisors().next().is_none() {
             self.push(
                 Diagnostic::error("no-hypervisor", Anchor::None, "no node has `role: hypervisor`")
                     .hint("a cluster needs at least one hypervisor to run VMs"),
@@ -396,12 +606,16 @@ impl<'a> Validator<'a> {
 
     fn fence_devices(&mut self) {
         let set = self.set;
-        let used: BTreeSet<&str> = set
+        let mut used: HashSet<&str> = set
             .nodes
             .values()
             .flat_map(|n| n.object.spec.fencing.iter())
             .flat_map(|l| l.devices.iter().map(|d| d.device.as_str()))
             .collect();
+        // A Node that failed to load may name a device anywhere in its document.
+        for f in set.failed.iter().filter(|f| f.kind == Kind::Node) {
+            raw_strings(&f.value, &mut used);
+        }
         for (name, e) in &set.fence_devices {
             let o = e.origin;
             let spec = &e.object.spec;
@@ -468,8 +682,20 @@ impl<'a> Validator<'a> {
                 self.positive(t, o.at("spec.timeout"), "timeout");
             }
             for (i, n) in spec.runs_on.iter().enumerate() {
-                if !set.nodes.contains_key(n) {
-                    self.unresolved("Node", n, o.at(format!("spec.runsOn[{i}]")), set.nodes.keys());
+                match set.nodes.get(n) {
+                    None => self.unresolved(Kind::Node, n, o.at(format!("spec.runsOn[{i}]")), set.nodes.keys()),
+                    Some(node) if node.object.spec.role == NodeRole::Witness => self.push(
+                        Diagnostic::error(
+                            "witness-hosts-nothing",
+                            o.at(format!("spec.runsOn[{i}]")),
+                            format!("node `{n}` is a witness: it runs only a store member and cannot run fence agents"),
+                        )
+                        .hint(format!(
+                            "list hypervisors that can reach the device in `runsOn`: {}",
+                            quoted(self.hypervisors())
+                        )),
+                    ),
+                    Some(_) => {}
                 }
             }
             if !used.contains(name.as_str()) {
@@ -497,15 +723,38 @@ impl<'a> Validator<'a> {
         Some(out)
     }
 
+    /// "DRBD minors are unique per node; N is free on ..." with the lowest minor or port at
+    /// least `from` that no volume on `nodes` uses.
+    fn free_hint(&self, what: &str, nodes: &[&str], of: impl Fn(&Drbd) -> u64, from: u64) -> String {
+        let taken: HashSet<u64> = self
+            .set
+            .volumes
+            .values()
+            .filter_map(|v| v.object.spec.drbd.as_ref())
+            .filter(|d| d.replicas.iter().any(|r| nodes.contains(&r.node.as_str())))
+            .map(&of)
+            .collect();
+        let limit = if what == "port" { 65_535 } else { 1_048_575 };
+        match (from..=limit).find(|n| !taken.contains(n)) {
+            Some(free) => format!("DRBD {what}s are unique per node; {what} {free} is free on {}", quoted(nodes)),
+            None => format!("DRBD {what}s are unique per node; pick a free one"),
+        }
+    }
+
     fn volumes(&mut self) {
         let set = self.set;
+        // Which volume first took a minor or a port on a node.
         let mut minors: HashMap<(&str, u32), &str> = HashMap::new();
         let mut ports: HashMap<(&str, u16), &str> = HashMap::new();
-        let used: BTreeSet<&str> = set
+        let mut used: HashSet<&str> = set
             .vms
             .values()
             .flat_map(|v| v.object.spec.volumes.iter().map(|a| a.volume.as_str()))
             .collect();
+        // A VM that failed to load may attach a volume anywhere in its document.
+        for f in set.failed.iter().filter(|f| f.kind == Kind::VirtualMachine) {
+            raw_strings(&f.value, &mut used);
+        }
         for (name, e) in &set.volumes {
             let o = e.origin;
             let spec = &e.object.spec;
@@ -544,6 +793,10 @@ impl<'a> Validator<'a> {
                     self.secret(s, o.at("spec.drbd.secret"), "the DRBD shared secret", &format!("/etc/rampart/secrets/drbd-{name}"));
                 }
                 let mut seen = BTreeSet::new();
+                // Nodes shared with each volume that already uses this minor or port.
+                let mut minor_clash: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+                let mut port_clash: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+                let mut families: (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
                 for (i, r) in d.replicas.iter().enumerate() {
                     let anchor = o.at(format!("spec.drbd.replicas[{i}].node"));
                     if !seen.insert(r.node.as_str()) {
@@ -562,22 +815,62 @@ impl<'a> Validator<'a> {
                                 .hint("give the block device, like `/dev/vg0/files`"),
                         );
                     }
-                    if let Some(other) = minors.insert((set.nodes.get_key_value(&r.node).map(|(k, _)| k.as_str()).unwrap_or(""), d.minor), name) {
-                        if other != name {
-                            self.push(
-                                Diagnostic::error("drbd-minor", o.at("spec.drbd.minor"), format!("minor {} is already used on node `{}` by volume `{other}`", d.minor, r.node))
-                                    .hint("DRBD minors are unique per node; pick a free one"),
-                            );
-                        }
+                    let (node_name, node) = set.nodes.get_key_value(&r.node).expect("a hypervisor");
+                    let node_name = node_name.as_str();
+                    let first = *minors.entry((node_name, d.minor)).or_insert(name);
+                    if first != name {
+                        minor_clash.entry(first).or_default().push(node_name);
                     }
-                    if let Some(other) = ports.insert((set.nodes.get_key_value(&r.node).map(|(k, _)| k.as_str()).unwrap_or(""), d.port), name) {
-                        if other != name {
-                            self.push(
-                                Diagnostic::error("drbd-port", o.at("spec.drbd.port"), format!("port {} is already used on node `{}` by volume `{other}`", d.port, r.node))
-                                    .hint("DRBD ports are unique per node; pick a free one"),
-                            );
-                        }
+                    let first = *ports.entry((node_name, d.port)).or_insert(name);
+                    if first != name {
+                        port_clash.entry(first).or_default().push(node_name);
                     }
+                    if node.object.spec.addresses.replication().is_ipv4() {
+                        families.0.push(node_name);
+                    } else {
+                        families.1.push(node_name);
+                    }
+                }
+                for (other, nodes) in minor_clash {
+                    let at = self.place(set.volumes[other].origin, "spec.drbd.minor");
+                    self.push(
+                        Diagnostic::error(
+                            "drbd-minor",
+                            o.at("spec.drbd.minor"),
+                            format!("minor {} is also used by volume `{other}` ({at}) on {}", d.minor, quoted(&nodes)),
+                        )
+                        .hint(self.free_hint("minor", &nodes, |v| u64::from(v.minor), u64::from(d.minor))),
+                    );
+                }
+                for (other, nodes) in port_clash {
+                    let at = self.place(set.volumes[other].origin, "spec.drbd.port");
+                    self.push(
+                        Diagnostic::error(
+                            "drbd-port",
+                            o.at("spec.drbd.port"),
+                            format!("port {} is also used by volume `{other}` ({at}) on {}", d.port, quoted(&nodes)),
+                        )
+                        .hint(self.free_hint("port", &nodes, |v| u64::from(v.port), u64::from(d.port))),
+                    );
+                }
+                if let ([v4, ..], [v6, ..]) = (families.0.as_slice(), families.1.as_slice()) {
+                    let addr = |n: &str| set.nodes[n].object.spec.addresses.replication();
+                    self.push(
+                        Diagnostic::error(
+                            "drbd-address-family",
+                            o.at("spec.drbd.replicas"),
+                            format!(
+                                "the replicas of `{name}` mix IPv4 and IPv6 replication addresses (`{v4}` has {}, `{v6}` has {}): DRBD peers of different address families can never connect",
+                                addr(v4),
+                                addr(v6)
+                            ),
+                        )
+                        .hint(format!(
+                            "give the nodes of every replica a replication address of the same family (`spec.addresses.replication` of the Nodes; it defaults to `management`); IPv4: {}, IPv6: {}",
+                            quoted(&families.0),
+                            quoted(&families.1)
+                        )),
+                    );
                 }
             }
             if let Some(l) = &spec.local {
@@ -609,6 +902,7 @@ impl<'a> Validator<'a> {
     fn vms(&mut self) {
         let set = self.set;
         let mut volume_owner: HashMap<&str, &str> = HashMap::new();
+        let mut macs: HashMap<String, MacAt<'a>> = HashMap::new();
         let all_hypervisors: Vec<&str> = self.hypervisors().collect();
         for (name, e) in &set.vms {
             let o = e.origin;
@@ -635,35 +929,52 @@ impl<'a> Validator<'a> {
             }
             for (i, nic) in spec.interfaces.iter().enumerate() {
                 if let Some(mac) = &nic.mac {
-                    let ok = mac.split(':').count() == 6 && mac.split(':').all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok());
-                    if !ok {
+                    let path = format!("spec.interfaces[{i}].mac");
+                    if parse_mac(mac).is_none() {
                         self.push(
-                            Diagnostic::error("mac", o.at(format!("spec.interfaces[{i}].mac")), format!("`{mac}` is not a MAC address"))
+                            Diagnostic::error("mac", o.at(path), format!("`{mac}` is not a MAC address"))
                                 .hint("write six hex pairs, like `52:54:00:12:34:56`"),
                         );
+                    } else {
+                        self.mac(&mut macs, mac, MacAt::Field { vm: name, origin: o, path });
                     }
                 }
             }
+            if let Some(xml) = set.domain_xml.get(name) {
+                self.domain_xml(name, e, xml, &mut macs);
+            }
             // Placement lists.
             let mut allowed: Vec<&str> = Vec::new();
+            let mut sound = true;
             for (i, n) in spec.placement.allowed.iter().enumerate() {
                 if self.hypervisor_ref(n, o.at(format!("spec.placement.allowed[{i}]")), "a VM") {
-                    allowed.push(n);
+                    if !allowed.contains(&n.as_str()) {
+                        allowed.push(n);
+                    }
+                } else {
+                    sound = false;
                 }
             }
+            let every = spec.placement.allowed.is_empty();
+            if every && self.node_failed {
+                sound = false;
+            }
+            let eligible: &[&str] = if every { &all_hypervisors } else { &allowed };
+            let mut home = None;
             for (i, n) in spec.placement.preferred.iter().enumerate() {
                 let anchor = o.at(format!("spec.placement.preferred[{i}]"));
-                if self.hypervisor_ref(n, anchor.clone(), "a VM")
-                    && !spec.placement.allowed.is_empty()
-                    && !spec.placement.allowed.contains(n)
-                {
+                if !self.hypervisor_ref(n, anchor.clone(), "a VM") {
+                    continue;
+                }
+                if !every && !spec.placement.allowed.contains(n) {
                     self.push(
                         Diagnostic::error("preferred-not-allowed", anchor, format!("preferred node `{n}` is not in `allowed`"))
                             .hint(format!("add `{n}` to `placement.allowed` or remove it from `preferred`")),
                     );
+                } else if home.is_none() {
+                    home = eligible.iter().copied().find(|e| *e == n.as_str());
                 }
             }
-            let eligible: Vec<&str> = if spec.placement.allowed.is_empty() { all_hypervisors.clone() } else { allowed };
             // Volumes: resolvable, owned by this VM only, present on every eligible node.
             let mut targets = BTreeSet::new();
             for (i, a) in spec.volumes.iter().enumerate() {
@@ -672,7 +983,7 @@ impl<'a> Validator<'a> {
                     self.push(Diagnostic::error("volume-target", o.at(format!("spec.volumes[{i}].target")), format!("target `{}` is used twice", a.target)));
                 }
                 let Some(nodes) = self.volume_nodes(&a.volume) else {
-                    self.unresolved("Volume", &a.volume, anchor, set.volumes.keys());
+                    self.unresolved(Kind::Volume, &a.volume, anchor, set.volumes.keys());
                     continue;
                 };
                 if let Some(other) = volume_owner.insert(a.volume.as_str(), name) {
@@ -685,7 +996,7 @@ impl<'a> Validator<'a> {
                 }
                 let missing: Vec<&str> = eligible.iter().copied().filter(|n| !nodes.contains(n)).collect();
                 if !missing.is_empty() {
-                    let hint = if spec.placement.allowed.is_empty() {
+                    let hint = if every {
                         format!(
                             "the VM may run on every hypervisor because `placement.allowed` is empty; list only the nodes holding the volume ({}), or add replicas",
                             quoted(&nodes)
@@ -706,12 +1017,20 @@ impl<'a> Validator<'a> {
             for (i, other) in spec.placement.anti_affinity.iter().enumerate() {
                 let anchor = o.at(format!("spec.placement.antiAffinity[{i}]"));
                 if other == name {
-                    self.push(Diagnostic::error("anti-affinity", anchor, "a VM cannot be anti-affine with itself"));
+                    self.push(
+                        Diagnostic::error("anti-affinity", anchor, "a VM cannot be anti-affine with itself")
+                            .hint(format!(
+                                "remove `{name}` from its own `antiAffinity`; list the VMs it must never share a node with, such as the other half of a redundant pair"
+                            )),
+                    );
                 } else if !set.vms.contains_key(other) {
-                    self.unresolved("VirtualMachine", other, anchor, set.vms.keys());
+                    self.unresolved(Kind::VirtualMachine, other, anchor, set.vms.keys());
                 }
             }
-            // Can it be placed at all?
+            // Can it be placed at all? Only asked when its nodes are the ones written: a node
+            // that is unresolved or failed to load is reported already, and may be the one it
+            // was meant to fit on.
+            let sized = spec.cpus > 0 && spec.memory.mib > 0;
             let fits = eligible.iter().any(|n| {
                 set.nodes[*n]
                     .object
@@ -720,7 +1039,7 @@ impl<'a> Validator<'a> {
                     .as_ref()
                     .is_some_and(|c| c.cpus >= spec.cpus && c.memory >= spec.memory)
             });
-            if !eligible.is_empty() && !fits && (spec.cpus > 0 && spec.memory.mib > 0) {
+            if sound && sized && !eligible.is_empty() && !fits {
                 self.push(
                     Diagnostic::error(
                         "does-not-fit",
@@ -730,7 +1049,7 @@ impl<'a> Validator<'a> {
                     .hint("make the VM smaller or allow a node with enough capacity"),
                 );
             }
-            if spec.failover && eligible.len() == 1 {
+            if sound && spec.failover && eligible.len() == 1 {
                 self.push(
                     Diagnostic::warning(
                         "failover-one-node",
@@ -739,6 +1058,351 @@ impl<'a> Validator<'a> {
                     )
                     .hint("set `failover: false` to say it is pinned, or allow more nodes"),
                 );
+            }
+            let only = match eligible {
+                [one] => Some(*one),
+                _ => None,
+            };
+            self.facts.push(VmFacts {
+                name,
+                origin: o,
+                cpus: u64::from(spec.cpus),
+                memory: spec.memory.mib,
+                failover: spec.failover,
+                allowed: (!every).then_some(allowed),
+                only,
+                home: home.or(only),
+                anti_affinity: &spec.placement.anti_affinity,
+                sound: sound && sized && fits,
+            });
+        }
+    }
+
+    /// Check a MAC address that is well formed: not multicast, and not used twice.
+    fn mac(&mut self, seen: &mut HashMap<String, MacAt<'a>>, mac: &str, at: MacAt<'a>) {
+        let Some(octets) = parse_mac(mac) else { return };
+        if octets[0] & 1 == 1 {
+            self.push(
+                Diagnostic::error(
+                    "mac",
+                    at.anchor(),
+                    format!("`{mac}` is a multicast MAC address{}; libvirt refuses it for an interface", at.within()),
+                )
+                .hint("the first octet must be even; KVM guests usually get `52:54:00:xx:xx:xx`, Xen guests `00:16:3e:xx:xx:xx`"),
+            );
+            return;
+        }
+        let key = mac.to_ascii_lowercase();
+        match seen.get(&key) {
+            None => {
+                seen.insert(key, at);
+            }
+            Some(first) => {
+                let (first_vm, where_first) = match first {
+                    MacAt::Field { vm, origin, path } => {
+                        let (vm, origin, path) = (*vm, *origin, path.clone());
+                        (vm, self.place(origin, &path))
+                    }
+                    MacAt::Xml { vm, place, .. } => (*vm, place.clone()),
+                };
+                let other = if first_vm == at.vm() {
+                    format!("another interface of this VM ({where_first})")
+                } else {
+                    format!("VM `{first_vm}` ({where_first})")
+                };
+                self.push(
+                    Diagnostic::error(
+                        "mac-duplicate",
+                        at.anchor(),
+                        format!("MAC address {mac}{} is also used by {other}", at.within()),
+                    )
+                    .hint("two interfaces with one MAC address break each other's traffic on the bridge; change one (without `mac`, Rampart derives one from the VM's name)"),
+                );
+            }
+        }
+    }
+
+    /// Check a VM's own domain XML against its manifest: its name, the DRBD devices and
+    /// backing disks its disks use, its MAC addresses.
+    fn domain_xml(&mut self, name: &'a str, e: &'a Entry<super::VirtualMachine>, xml: &'a str, macs: &mut HashMap<String, MacAt<'a>>) {
+        let set = self.set;
+        let o = e.origin;
+        let spec = &e.object.spec;
+        let file = spec.domain.as_ref().and_then(|d| d.xml_file.as_deref());
+        let field = if file.is_some() { "spec.domain.xmlFile" } else { "spec.domain.xml" };
+        let place = |line: usize| match file {
+            Some(f) => format!("{f}:{line}"),
+            None => format!("line {line} of `xml`"),
+        };
+        let scan = xmlscan::scan(xml);
+        match scan.name {
+            Some((n, _)) if n == name => {}
+            Some((n, line)) => self.push(
+                Diagnostic::warning(
+                    "domain-name",
+                    o.at(field),
+                    format!("the domain XML names the domain `{n}` ({}), but the VM is `{name}`", place(line)),
+                )
+                .hint(format!("Rampart looks the domain up by the VM's name; write `<name>{name}</name>`")),
+            ),
+            None => self.push(
+                Diagnostic::warning("domain-name", o.at(field), "the domain XML has no `<name>`")
+                    .hint(format!("libvirt needs one, and Rampart looks the domain up by the VM's name; add `<name>{name}</name>`")),
+            ),
+        }
+        // The DRBD volumes this VM attaches, as (volume, minor).
+        let own: Vec<(&str, u32)> = spec
+            .volumes
+            .iter()
+            .filter_map(|a| {
+                let (k, v) = set.volumes.get_key_value(&a.volume)?;
+                Some((k.as_str(), v.object.spec.drbd.as_ref()?.minor))
+            })
+            .collect();
+        let own_devices = || {
+            let list: Vec<String> = own.iter().map(|(v, m)| format!("/dev/drbd{m} (`{v}`)")).collect();
+            if list.is_empty() {
+                "it attaches no DRBD volume".to_string()
+            } else {
+                format!("its own are {}", list.join(", "))
+            }
+        };
+        // Taken out of `self` while reporting, and put back at the end.
+        let index = self.xml_index.take().unwrap_or_else(|| XmlIndex::build(set));
+        let owner_of = |volume: &str| index.owners.get(volume).copied();
+        let mut reported = HashSet::new();
+        for attr in &scan.attrs {
+            if attr.element == "mac" && attr.name == "address" {
+                self.mac(macs, attr.value, MacAt::Xml { vm: name, origin: o, field, place: place(attr.line) });
+                continue;
+            }
+            let Some(device) = xmlscan::drbd_device(attr.value) else {
+                continue;
+            };
+            let volume: Option<&str> = match device {
+                DrbdDevice::Minor(m) => {
+                    if own.iter().any(|(_, om)| *om == m) {
+                        continue;
+                    }
+                    index.minors.get(&m).copied()
+                }
+                DrbdDevice::Resource(r) => {
+                    if own.iter().any(|(v, _)| *v == r) {
+                        continue;
+                    }
+                    set.volumes.get_key_value(r).filter(|(_, v)| v.object.spec.drbd.is_some()).map(|(k, _)| k.as_str())
+                }
+            };
+            if !reported.insert(attr.value) {
+                continue;
+            }
+            let whose = match volume {
+                Some(v) => match owner_of(v) {
+                    Some(vm) => format!("the device of volume `{v}`, which belongs to VM `{vm}`"),
+                    None => format!("the device of volume `{v}`, which this VM does not attach"),
+                },
+                None => "a device that no DRBD Volume of the cluster defines, so nothing replicates it".to_string(),
+            };
+            let hint = match volume {
+                Some(v) if owner_of(v).is_none() => format!(
+                    "attach `{v}` in `spec.volumes` so Rampart makes the node Primary for it before starting the VM; {}",
+                    own_devices()
+                ),
+                _ => format!("a VM may use only the devices of the volumes it attaches; {}", own_devices()),
+            };
+            self.push(
+                Diagnostic::error(
+                    "domain-xml-device",
+                    o.at(field),
+                    format!("the domain XML uses `{}` ({}), {whose}", attr.value, place(attr.line)),
+                )
+                .hint(hint),
+            );
+        }
+        // A DRBD backing disk used directly: writes would bypass replication.
+        let bypass: Vec<(&xmlscan::Attr, &str, u32)> = scan
+            .attrs
+            .iter()
+            .filter(|a| a.element == "source")
+            .filter_map(|a| index.backing.get(a.value).map(|(v, m)| (a, *v, *m)))
+            .collect();
+        for (attr, v, minor) in bypass {
+            if !reported.insert(attr.value) {
+                continue;
+            }
+            self.push(
+                Diagnostic::error(
+                    "domain-xml-device",
+                    o.at(field),
+                    format!(
+                        "the domain XML uses `{}` ({}), the backing disk of DRBD volume `{v}`: writes there bypass replication and are lost on failover",
+                        attr.value,
+                        place(attr.line)
+                    ),
+                )
+                .hint(format!("use the volume's DRBD device, `/dev/drbd{minor}`")),
+            );
+        }
+        self.xml_index = Some(index);
+    }
+
+    /// Capacity across VMs: VMs that can run on one node only must fit there together, two
+    /// anti-affine VMs must not both be bound to the same node, and the VMs that fail over
+    /// from any one hypervisor should find room on the others.
+    fn placement(&mut self) {
+        let set = self.set;
+        let facts = std::mem::take(&mut self.facts);
+        let capacity: HashMap<&str, (u64, u64)> = set
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.object.spec.role == NodeRole::Hypervisor)
+            .filter_map(|(k, n)| {
+                let c = n.object.spec.capacity.as_ref()?;
+                Some((k.as_str(), (u64::from(c.cpus), c.memory.mib)))
+            })
+            .collect();
+        let by_name: HashMap<&str, &VmFacts> = facts.iter().map(|f| (f.name, f)).collect();
+
+        // VMs bound to one node, by node.
+        let mut bound: BTreeMap<&str, Vec<&VmFacts>> = BTreeMap::new();
+        for f in facts.iter().filter(|f| f.sound) {
+            if let Some(n) = f.only {
+                bound.entry(n).or_default().push(f);
+            }
+        }
+        for (node, vms) in &bound {
+            let Some(&(cap_cpus, cap_mib)) = capacity.get(node) else { continue };
+            let (cpus, mib) = vms.iter().fold((0, 0), |acc, f| add(acc, (f.cpus, f.memory)));
+            if cpus <= cap_cpus && mib <= cap_mib {
+                continue;
+            }
+            let origin = set.nodes[*node].origin;
+            self.push(
+                Diagnostic::error(
+                    "bound-vms-do-not-fit",
+                    origin.key("spec.capacity"),
+                    format!(
+                        "the VMs that can run only on `{node}` need {} together, more than its capacity of {}: {}",
+                        size(cpus, mib),
+                        size(cap_cpus, cap_mib),
+                        quoted_some(vms.iter().map(|f| f.name), 10)
+                    ),
+                )
+                .hint(format!(
+                    "`{node}` is the only node they may run on (by `placement.allowed`, or as the only hypervisor); allow some of them on other nodes, make them smaller, or give `{node}` more capacity"
+                )),
+            );
+        }
+
+        // Anti-affine VMs bound to the same node.
+        let mut pairs = HashSet::new();
+        for f in facts.iter().filter(|f| f.sound) {
+            let Some(node) = f.only else { continue };
+            for (i, other) in f.anti_affinity.iter().enumerate() {
+                let Some(g) = by_name.get(other.as_str()) else { continue };
+                if g.name == f.name || !g.sound || g.only != Some(node) {
+                    continue;
+                }
+                let pair = if f.name < g.name { (f.name, g.name) } else { (g.name, f.name) };
+                if !pairs.insert(pair) {
+                    continue;
+                }
+                self.push(
+                    Diagnostic::error(
+                        "anti-affinity",
+                        f.origin.at(format!("spec.placement.antiAffinity[{i}]")),
+                        format!("VMs `{}` and `{}` must never share a node, but both can run only on `{node}`", f.name, g.name),
+                    )
+                    .hint("allow one of them on another node (its volumes must be there too), or drop the anti-affinity; as it is, one of them never runs"),
+                );
+            }
+        }
+
+        // Spare capacity: what each hypervisor's loss would displace against what the others
+        // have free. A sum check, O(nodes + VMs + the lengths of `allowed` lists): it ignores
+        // how VMs pack and their anti-affinity, so it warns only when room is surely short.
+        // VMs that prefer no node are counted nowhere, since where they run is not known.
+        if self.node_failed {
+            return;
+        }
+        let mut load: HashMap<&str, (u64, u64)> = HashMap::new();
+        for f in facts.iter().filter(|f| f.sound) {
+            if let Some(h) = f.home {
+                let l = load.entry(h).or_default();
+                *l = add(*l, (f.cpus, f.memory));
+            }
+        }
+        let free = |n: &str| -> (u64, u64) {
+            let (c, m) = capacity.get(n).copied().unwrap_or_default();
+            let (lc, lm) = load.get(n).copied().unwrap_or_default();
+            (c.saturating_sub(lc), m.saturating_sub(lm))
+        };
+        let total_free = capacity.keys().fold((0, 0), |acc, n| add(acc, free(n)));
+        let mut displaced: BTreeMap<&str, Vec<&VmFacts>> = BTreeMap::new();
+        for f in facts.iter().filter(|f| f.sound && f.failover && f.only.is_none()) {
+            if let Some(h) = f.home {
+                displaced.entry(h).or_default().push(f);
+            }
+        }
+        for (node, vms) in displaced {
+            // The VMs grouped by the nodes they may move to (`None`: every other hypervisor),
+            // and all of them together against every node any of them may move to.
+            let mut groups: BTreeMap<Option<Vec<&str>>, Vec<&VmFacts>> = BTreeMap::new();
+            for f in &vms {
+                let key = f.allowed.as_ref().map(|a| {
+                    let mut a: Vec<&str> = a.iter().copied().filter(|n| *n != node).collect();
+                    a.sort_unstable();
+                    a
+                });
+                groups.entry(key).or_default().push(f);
+            }
+            let mut checks: Vec<(Option<Vec<&str>>, Vec<&VmFacts>)> = Vec::new();
+            if groups.len() > 1 {
+                let union = if groups.contains_key(&None) {
+                    None
+                } else {
+                    let mut u: BTreeSet<&str> = BTreeSet::new();
+                    for k in groups.keys().flatten() {
+                        u.extend(k.iter().copied());
+                    }
+                    Some(u.into_iter().collect())
+                };
+                checks.push((union, vms.clone()));
+            }
+            checks.extend(groups);
+            for (targets, group) in checks {
+                let need = group.iter().fold((0, 0), |acc, f| add(acc, (f.cpus, f.memory)));
+                let have = match &targets {
+                    None => {
+                        let own = free(node);
+                        (total_free.0.saturating_sub(own.0), total_free.1.saturating_sub(own.1))
+                    }
+                    Some(t) => t.iter().fold((0, 0), |acc, n| add(acc, free(n))),
+                };
+                if need.0 <= have.0 && need.1 <= have.1 {
+                    continue;
+                }
+                let others = match &targets {
+                    None => "the other hypervisors have".to_string(),
+                    Some(t) if t.len() == 1 => format!("`{}` has", t[0]),
+                    Some(t) => format!("{} have", quoted_some(t.iter().copied(), 10)),
+                };
+                self.push(
+                    Diagnostic::warning(
+                        "spare-capacity",
+                        set.nodes[node].origin.at("metadata.name"),
+                        format!(
+                            "losing `{node}` would leave VMs down: {} would fail over from it and need {}, but {others} only {} free beside what runs there",
+                            quoted_some(group.iter().map(|f| f.name), 10),
+                            size(need.0, need.1),
+                            size(have.0, have.1)
+                        ),
+                    )
+                    .hint(format!(
+                        "give the other nodes more capacity, allow these VMs on more nodes, or set `failover: false` on those that may stay down until `{node}` is back"
+                    )),
+                );
+                break;
             }
         }
     }
@@ -815,9 +1479,17 @@ impl<'a> Validator<'a> {
             match (&f.virtual_machine, &f.node_selector) {
                 (Some(vm), None) => {
                     if !set.vms.contains_key(vm) {
-                        self.unresolved("VirtualMachine", vm, o.at("spec.follows.virtualMachine"), set.vms.keys());
+                        self.unresolved(Kind::VirtualMachine, vm, o.at("spec.follows.virtualMachine"), set.vms.keys());
                     }
                 }
+                (None, Some(sel)) if sel.is_empty() => self.push(
+                    Diagnostic::warning(
+                        "vip-selector",
+                        o.at("spec.follows.nodeSelector"),
+                        "an empty nodeSelector `{}` matches every hypervisor: the address may land on any of them",
+                    )
+                    .hint("select by label the hypervisors attached to the address's network, like `nodeSelector: {edge: \"true\"}`; if that is every hypervisor, label them all, so a new node takes the address only once it is labelled"),
+                ),
                 (None, Some(sel)) => {
                     let matching: Vec<(&String, NodeRole)> = set
                         .nodes
@@ -825,7 +1497,7 @@ impl<'a> Validator<'a> {
                         .filter(|(_, n)| sel.iter().all(|(k, v)| n.object.metadata.labels.get(k) == Some(v)))
                         .map(|(k, n)| (k, n.object.spec.role))
                         .collect();
-                    if !matching.iter().any(|(_, r)| *r == NodeRole::Hypervisor) {
+                    if !self.node_failed && !matching.iter().any(|(_, r)| *r == NodeRole::Hypervisor) {
                         self.push(
                             Diagnostic::error("vip-selector", o.at("spec.follows.nodeSelector"), "the node selector matches no hypervisor")
                                 .hint("label the hypervisors that may hold the address, or fix the selector"),
@@ -848,7 +1520,8 @@ impl<'a> Validator<'a> {
 
     fn store_majority(&mut self) {
         let set = self.set;
-        if set.nodes.is_empty() {
+        // Without every Node, the members cannot be counted.
+        if set.nodes.is_empty() || self.node_failed {
             return;
         }
         let members: Vec<&str> = set
@@ -910,6 +1583,139 @@ mod tests {
         assert!(!in_subnet(ip("192.0.3.1"), ip("192.0.2.10"), 24));
         assert!(in_subnet(ip("10.1.2.3"), ip("192.0.2.10"), 0));
         assert!(!in_subnet(ip("2001:db8::1"), ip("192.0.2.10"), 24));
+    }
+
+    /// Load and validate manifests given as text, one file each.
+    fn check(files: &[&str]) -> Vec<Diagnostic> {
+        let source = crate::synth::MemSource {
+            files: files
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("f{i}.yaml"), t.to_string()))
+                .collect(),
+        };
+        let report = super::super::check(&source);
+        report.diagnostics
+    }
+
+    fn codes(d: &[Diagnostic]) -> Vec<&'static str> {
+        let mut c: Vec<_> = d.iter().map(|d| d.code).filter(|c| *c != "fencing-disabled").collect();
+        c.sort_unstable();
+        c
+    }
+
+    const CLUSTER: &str = "apiVersion: rampart.dev/v1alpha1\nkind: Cluster\nmetadata: {name: lab}\nspec: {fencing: disabled}\n";
+
+    fn node(name: &str, ip: u8, cpus: u32, gib: u32) -> String {
+        format!(
+            "apiVersion: rampart.dev/v1alpha1\nkind: Node\nmetadata: {{name: {name}}}\nspec:\n  role: hypervisor\n  addresses: {{management: 192.0.2.{ip}}}\n  capacity: {{cpus: {cpus}, memory: {gib}GiB}}\n"
+        )
+    }
+
+    fn vm(name: &str, cpus: u32, gib: u32, placement: &str) -> String {
+        format!(
+            "apiVersion: rampart.dev/v1alpha1\nkind: VirtualMachine\nmetadata: {{name: {name}}}\nspec:\n  cpus: {cpus}\n  memory: {gib}GiB\n  placement: {placement}\n"
+        )
+    }
+
+    #[test]
+    fn spare_capacity_counts_what_fails_over_against_what_is_free() {
+        let nodes = [node("a", 1, 8, 32), node("b", 2, 8, 32), node("c", 3, 8, 32)];
+        let mut files: Vec<&str> = vec![CLUSTER];
+        files.extend(nodes.iter().map(String::as_str));
+        // x leaves a for b (2 CPUs free) or c (8 free); y leaves b for a or c: room enough.
+        let fits = [vm("x", 6, 8, "{preferred: [a]}"), vm("y", 6, 8, "{preferred: [b]}")];
+        let mut ok = files.clone();
+        ok.extend(fits.iter().map(String::as_str));
+        let d = check(&ok);
+        assert_eq!(codes(&d), Vec::<&str>::new(), "{d:?}");
+        let pinned = |n: &str, cpus: u32, on: &str| {
+            vm(n, cpus, 8, &format!("{{allowed: [{on}]}}")).replace("  placement:", "  failover: false\n  placement:")
+        };
+        // p and q may leave a only for b, which has 4 CPUs free beside r; s goes to c. All of
+        // them together fit in b and c (8 CPUs in 12), but p and q do not fit in b.
+        let grouped = [
+            vm("p", 3, 8, "{allowed: [a, b], preferred: [a]}"),
+            vm("q", 3, 8, "{allowed: [a, b], preferred: [a]}"),
+            vm("s", 2, 8, "{allowed: [a, c], preferred: [a]}"),
+            pinned("r", 4, "b"),
+        ];
+        let mut g = files.clone();
+        g.extend(grouped.iter().map(String::as_str));
+        let d = check(&g);
+        assert_eq!(codes(&d), vec!["spare-capacity"], "{d:?}");
+        let m = &d.iter().find(|d| d.code == "spare-capacity").unwrap().message;
+        assert!(m.contains("losing `a` would leave VMs down: `p`, `q` would"), "{m}");
+        assert!(m.contains("need 6 CPUs and 16GiB, but `b` has only 4 CPUs"), "{m}");
+        // Allowed everywhere: "the other hypervisors".
+        let everywhere = [vm("big", 8, 30, "{preferred: [a]}"), pinned("b1", 6, "b"), pinned("c1", 6, "c")];
+        let mut e = files.clone();
+        e.extend(everywhere.iter().map(String::as_str));
+        let d = check(&e);
+        assert_eq!(codes(&d), vec!["spare-capacity"], "{d:?}");
+        let m = &d.iter().find(|d| d.code == "spare-capacity").unwrap().message;
+        assert!(m.contains("the other hypervisors have only 4 CPUs"), "{m}");
+        // A VM that prefers no node is counted nowhere: where it runs is not known.
+        let floating = [vm("f", 8, 30, "{}"), pinned("b1", 6, "b"), pinned("c1", 6, "c")];
+        let mut f = files.clone();
+        f.extend(floating.iter().map(String::as_str));
+        assert_eq!(codes(&check(&f)), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn load_errors_do_not_cascade_but_other_errors_stay() {
+        let nodes = [node("a", 1, 8, 32), node("b", 2, 8, 32)];
+        // A Cluster with no readable name still is a Cluster: no "no Cluster manifest".
+        let broken_cluster = "apiVersion: rampart.dev/v1alpha1\nkind: Cluster\nmetadata: {nme: lab}\nspec: {fencing: disabled}\n";
+        let broken_node = node("c", 3, 8, 32).replace("role:", "rol:");
+        let d = check(&[broken_cluster, &nodes[0], &nodes[1], &broken_node,
+            &vm("v", 1, 1, "{allowed: [a, c, nowhere]}")]);
+        assert_eq!(
+            codes(&d),
+            vec!["unknown-field", "unknown-field", "unresolved-reference"],
+            "{d:?}"
+        );
+        assert!(d.iter().any(|d| d.message == "Node `nowhere` is not defined"));
+        // With every Node missing, nothing concludes "no nodes".
+        let d = check(&[CLUSTER, &broken_node]);
+        assert_eq!(codes(&d), vec!["unknown-field"], "{d:?}");
+        let d = check(&[CLUSTER]);
+        assert_eq!(codes(&d), vec!["no-nodes"], "{d:?}");
+    }
+
+    #[test]
+    fn huge_sizes_add_up_without_overflow() {
+        let a = node("a", 1, 8, 32);
+        let huge = |n: &str, pref: &str| {
+            vm(n, 1, 1, pref).replace("memory: 1GiB", "memory: 17000000000000TiB")
+        };
+        let (x, y) = (huge("x", "{allowed: [a]}"), huge("y", "{allowed: [a]}"));
+        let d = check(&[CLUSTER, &a, &x, &y]);
+        // Each is too big alone: reported as such, not added up.
+        assert_eq!(codes(&d), vec!["does-not-fit", "does-not-fit", "failover-one-node", "failover-one-node", "store-majority"], "{d:?}");
+        let big = node("a", 1, 8, 32).replace("memory: 32GiB", "memory: 17000000000000TiB");
+        let b = node("b", 2, 8, 32).replace("memory: 32GiB", "memory: 17000000000000TiB");
+        let (x, y) = (huge("x", "{preferred: [a]}"), huge("y", "{preferred: [a]}"));
+        let d = check(&[CLUSTER, &big, &b, &node("c", 3, 8, 32), &x, &y]);
+        assert!(codes(&d).contains(&"spare-capacity"), "{d:?}");
+    }
+
+    #[test]
+    fn round_durations() {
+        let r = |ms: u64| round_down(std::time::Duration::from_millis(ms)).to_string();
+        assert_eq!(r(3333), "3s");
+        assert_eq!(r(666), "600ms");
+        assert_eq!(r(33), "33ms");
+        assert_eq!(round_down(std::time::Duration::from_micros(300)).to_string(), "300us");
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(parse_mac("52:54:00:AB:cd:0f"), Some([0x52, 0x54, 0, 0xab, 0xcd, 0x0f]));
+        assert_eq!(parse_mac("52:54:00:ab:cd"), None);
+        assert_eq!(parse_mac("52:54:00:ab:cd:0f:00"), None);
+        assert_eq!(parse_mac("+2:54:00:ab:cd:0f"), None);
+        assert_eq!(parse_mac("52-54-00-ab-cd-0f"), None);
     }
 
     #[test]

@@ -9,6 +9,20 @@
 //! report shows the VM stopped, the volume Secondary and the address gone (or it is confirmed
 //! fenced, or past its self-fence deadline) does the new node get the VM. That staging is what
 //! keeps safety rule S1 (one holder at a time) without trusting any clock but the lease.
+//!
+//! Who may still hold a resource is read from the previous placement and the reports, and
+//! from the generations: a node whose report is for an older generation than its assignment
+//! may still be acting on an assignment in between, one that gave it something now gone from
+//! the placement. Nothing it may hold (a VM it is allowed to run, a volume it has a replica
+//! of, an address it may carry) is newly given to another node until it reports.
+//!
+//! A live migration (shared storage only) spans plans too: the source is told to migrate, the
+//! destination to expect the VM (neither starts nor stops it), and the destination is told to
+//! run it only once the source reports it gone.
+//!
+//! A DRBD volume is made Primary only on a node that reports its copy UpToDate; a node that
+//! has not reported the volume at all (just rebooted, still to resync) gets nothing that needs
+//! it.
 
 mod report;
 pub mod text;
@@ -416,7 +430,9 @@ fn fence_requests(ctx: &Ctx, pending: &mut Vec<Pending>) -> Vec<FenceRequest> {
     }
     for (n, st) in &ctx.state {
         let NodeState::Lost {
-            since, safe: false, ..
+            since,
+            safe: false,
+            deadline,
         } = st
         else {
             continue;
@@ -453,6 +469,7 @@ fn fence_requests(ctx: &Ctx, pending: &mut Vec<Pending>) -> Vec<FenceRequest> {
                 wait: Wait::FencingFailed {
                     node: n.to_string(),
                     retry_at,
+                    deadline: *deadline,
                 },
             }),
         }
@@ -614,11 +631,10 @@ impl<'c, 'a> Builder<'c, 'a> {
                 to_place.push((vm, leaving));
                 continue;
             };
-            // A live migration into `cur` still under way finishes before anything else
-            // happens to the VM (a drain of the destination moves it again afterwards).
-            let in_flight = self
-                .migration_into(&vm.name, cur)
-                .is_some_and(|src| !self.migration_source_done(&vm.name, src));
+            // A live migration into `cur` (under way, or done but not yet confirmed by a
+            // "run" there) finishes before anything else happens to the VM: a drain of the
+            // destination moves it again afterwards.
+            let in_flight = self.migration_into(&vm.name, cur).is_some();
             match ctx.state(cur) {
                 NodeState::Alive if ctx.drained(cur) && !in_flight => {
                     if vm.failover {
@@ -700,7 +716,10 @@ impl<'c, 'a> Builder<'c, 'a> {
             }
             let Some(&cur) = self.target.get(vm.name.as_str()) else { continue };
             let running_here = ctx.reports.get(cur).is_some_and(|r| r.vm_running(&vm.name));
-            if !ctx.alive(cur) || !running_here {
+            // Only a VM settled where it is: not one still arriving by live migration.
+            let settled = ctx.prev.assignments.get(cur).and_then(|a| a.vms.get(vm.name.as_str()))
+                == Some(&VmTarget::Run);
+            if !ctx.alive(cur) || !running_here || !settled {
                 continue;
             }
             for c in &vm.candidates {
@@ -789,9 +808,11 @@ impl<'c, 'a> Builder<'c, 'a> {
             // itself, however many rounds that takes. Only once the source no longer has it
             // (or is fenced) does the destination run it; until then its "incoming" keeps it
             // from stopping the VM it is receiving.
+            let mut arriving_from = None;
             if let Some(src) = migration_from {
                 if self.migration_source_done(vm_name, src) {
                     others.retain(|h| *h != src);
+                    arriving_from = Some(src);
                 } else if ctx.alive(src) {
                     let taken = ctx.lagging(src).is_none();
                     let running = ctx.reports.get(src).is_some_and(|r| r.vm_running(vm_name));
@@ -821,10 +842,18 @@ impl<'c, 'a> Builder<'c, 'a> {
                     continue;
                 }
             }
-            // Live migration: the source hands the running VM over itself.
+            // Live migration: the source hands the running VM over itself. Only from a node
+            // told to run it: one where it has just arrived is first confirmed there.
             if let Some(&src) = self.leaving.get(vm_name) {
                 let src_running = ctx.reports.get(src).is_some_and(|r| r.vm_running(vm_name));
-                if vm.live_migration && ctx.alive(src) && src_running && others.iter().all(|h| *h == src) {
+                let src_runs = ctx.prev.assignments.get(src).and_then(|a| a.vms.get(vm_name))
+                    == Some(&VmTarget::Run);
+                if vm.live_migration
+                    && ctx.alive(src)
+                    && src_running
+                    && src_runs
+                    && others.iter().all(|h| *h == src)
+                {
                     self.assign_vm(src, vm_name, VmTarget::MigrateTo(node.to_string()));
                     self.assign_vm(node, vm_name, VmTarget::Incoming(src.to_string()));
                     pending.push(Pending {
@@ -874,10 +903,17 @@ impl<'c, 'a> Builder<'c, 'a> {
                 )
             });
             match blocked {
-                Some(h) => pending.push(Pending {
-                    subject,
-                    wait: ctx.blocking_wait(h),
-                }),
+                Some(h) => {
+                    if let Some(src) = arriving_from {
+                        // It may be running here already: keep "incoming" (neither start
+                        // nor stop) until it can be confirmed.
+                        self.assign_vm(node, vm_name, VmTarget::Incoming(src.to_string()));
+                    }
+                    pending.push(Pending {
+                        subject,
+                        wait: ctx.blocking_wait(h),
+                    })
+                }
                 None => {
                     self.assign_vm(node, vm_name, VmTarget::Run);
                     self.active.insert(vm_name, node);

@@ -75,9 +75,13 @@ pub enum Wait {
     Maintenance,
     /// The node must be fenced (or pass its self-fence deadline) before work leaves it.
     Fencing { node: String, deadline: Option<Time> },
-    /// Every fencing level failed; nothing leaves the node until one succeeds or an admin
-    /// confirms by hand.
-    FencingFailed { node: String, retry_at: Time },
+    /// Every fencing level failed; nothing leaves the node until a retry succeeds, an admin
+    /// confirms by hand, or its self-fence deadline (if it has a watchdog) passes.
+    FencingFailed {
+        node: String,
+        retry_at: Time,
+        deadline: Option<Time>,
+    },
     /// The node is lost and has no fencing level: only its self-fence deadline can free it.
     Unfenceable { node: String },
     /// Waiting for the node to give it up (stop the VM, demote the volume, drop the address).
@@ -111,10 +115,17 @@ impl std::fmt::Display for Wait {
                 Some(t) => write!(f, "waiting on fencing of {node} (or its self-fence deadline {t})"),
                 None => write!(f, "waiting on fencing of {node}"),
             },
-            Wait::FencingFailed { node, retry_at } => write!(
-                f,
-                "every fencing level failed for {node}; nothing moves; retry at {retry_at} or `rampart fence confirm {node}`"
-            ),
+            Wait::FencingFailed {
+                node,
+                retry_at,
+                deadline,
+            } => {
+                write!(f, "every fencing level failed for {node}; nothing leaves it until ")?;
+                if let Some(t) = deadline {
+                    write!(f, "its self-fence deadline {t}, ")?;
+                }
+                write!(f, "a retry succeeds (next at {retry_at}) or `rampart fence confirm {node}`")
+            }
             Wait::Unfenceable { node } => {
                 write!(f, "{node} is lost and has no fencing level")
             }

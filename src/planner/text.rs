@@ -60,7 +60,7 @@ pub fn render(plan: &Plan, prev: &Placement) -> String {
         writeln!(out, "vms:").unwrap();
         for (vm, s) in &plan.vms {
             let state = match (&s.node, s.assigned) {
-                (Some(n), true) => format!("{n}"),
+                (Some(n), true) => n.clone(),
                 (Some(n), false) => format!("{n} (not assigned)"),
                 (None, _) => "nowhere".into(),
             };

@@ -8,7 +8,7 @@ use super::world::{SimNode, SimWorld};
 use crate::agent::local::{self, Action, LocalResources};
 use crate::invariants::{self, HostTruth, Violation};
 use crate::model::{
-    Desired, FenceAttempt, Lease, NodeObserved, Observed, Operations, Placement, Time, VipFollows,
+    Desired, FenceAttempt, Lease, NodeObserved, Observed, Operations, Placement, Time,
 };
 use crate::planner::{self, FenceRequest, Plan};
 
@@ -79,21 +79,7 @@ pub struct Engine {
 }
 
 fn resources(d: &Desired) -> LocalResources {
-    LocalResources {
-        vip_addresses: d
-            .vips
-            .iter()
-            .map(|(n, v)| (n.clone(), v.address.clone()))
-            .collect(),
-        vip_vm: d
-            .vips
-            .iter()
-            .filter_map(|(n, v)| match &v.follows {
-                VipFollows::Vm(vm) => Some((n.clone(), vm.clone())),
-                VipFollows::Nodes(_) => None,
-            })
-            .collect(),
-    }
+    LocalResources::from_desired(d)
 }
 
 impl Engine {
@@ -264,6 +250,7 @@ impl Engine {
                 done: Vec::new(),
                 failed: None,
             };
+            let forced = !node.connected;
             let list: Vec<Action> = if node.connected {
                 if let Some(a) = self.placement.assignments.get(&name) {
                     if a.generation > node.held.generation {
@@ -281,11 +268,20 @@ impl Engine {
                 list
             };
             for act in list {
-                match self.world.apply(&self.desired, &self.resources, &name, &act) {
+                // Self-demotion (S3) goes the forced way and past any failure: everything it
+                // can stop must be stopped before the lease runs out.
+                let done = if forced {
+                    self.world.apply_forced(&self.desired, &self.resources, &name, &act)
+                } else {
+                    self.world.apply(&self.desired, &self.resources, &name, &act)
+                };
+                match done {
                     Ok(()) => rec.done.push(act.to_string()),
                     Err(e) => {
                         rec.failed = Some((act.to_string(), e));
-                        break;
+                        if !forced {
+                            break;
+                        }
                     }
                 }
             }
@@ -381,5 +377,36 @@ impl Engine {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference() -> Desired {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
+        let report = crate::manifest::check(&crate::source::fs::Paths::new([dir]));
+        Desired::from_report(&report).expect("the reference cluster validates")
+    }
+
+    /// A graceful stop that fails (a guest ignoring ACPI) must not keep a cut-off node from
+    /// stopping everything before its lease runs out: self-demotion is the forced path.
+    #[test]
+    fn self_demotion_is_forced_past_a_failing_graceful_stop() {
+        let mut e = Engine::new(reference());
+        e.run_until_stable(20);
+        assert_eq!(e.running()["www"], vec!["beta".to_string()]);
+        e.world
+            .failing_actions
+            .insert(("beta".into(), "stop vm www".into()), "guest ignores ACPI".into());
+        e.partition("beta");
+        e.step();
+        let beta = &e.world.nodes["beta"].host;
+        assert!(!beta.vm_active("www") && !beta.primary("www") && beta.addresses.is_empty());
+        e.run_until_stable(40);
+        let v: Vec<String> = e.violations.iter().map(|(t, v)| format!("{t}: {v}")).collect();
+        assert!(v.is_empty(), "{v:#?}");
+        assert_eq!(e.running()["www"], vec!["alpha".to_string()]);
     }
 }

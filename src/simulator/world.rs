@@ -97,6 +97,20 @@ impl SimWorld {
         if let Some(err) = self.failing_actions.get(&(node.to_string(), action.to_string())) {
             return Err(format!("simulated failure: {err}"));
         }
+        self.apply_forced(d, res, node, action)
+    }
+
+    /// Run an action the forced way (`virsh destroy`, a forced demotion), as an agent does
+    /// when it must stop everything before its lease runs out (S3): the failures scripted in
+    /// `failing_actions` stand for graceful operations and do not apply. The checks the real
+    /// parts make still do.
+    pub fn apply_forced(
+        &mut self,
+        d: &Desired,
+        res: &LocalResources,
+        node: &str,
+        action: &Action,
+    ) -> Result<(), String> {
         let peers_with = |w: &SimWorld, f: &dyn Fn(&HostReport) -> bool| -> Option<String> {
             w.nodes
                 .iter()

@@ -6,6 +6,8 @@
 
 pub mod fs;
 pub mod git;
+pub mod sync;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 

@@ -48,6 +48,12 @@ pub struct ClusterView {
     pub placement: Placement,
     pub operations: Operations,
     pub leader: Option<String>,
+    /// What the controller's last plan waits on, as text.
+    pub pending: Vec<String>,
+    /// The controller's git source status, as it published it.
+    pub source: Option<serde_json::Value>,
+    /// What agents need besides their assignment (VIP addresses), as the controller published it.
+    pub resources: Option<crate::agent::local::LocalResources>,
     /// Keys whose values did not decode.
     pub garbage: Vec<String>,
 }
@@ -89,6 +95,18 @@ impl ClusterStore {
     }
     pub fn leader_key(&self) -> Vec<u8> {
         self.key("leader")
+    }
+    pub fn operations_key(&self) -> Vec<u8> {
+        self.key("operations")
+    }
+    pub fn pending_key(&self) -> Vec<u8> {
+        self.key("status/pending")
+    }
+    pub fn source_status_key(&self) -> Vec<u8> {
+        self.key("status/source")
+    }
+    pub fn resources_key(&self) -> Vec<u8> {
+        self.key("resources")
     }
 
     /// Read the whole cluster state at one revision.
@@ -149,6 +167,18 @@ impl ClusterStore {
                     Err(e) => bad(key, e),
                 },
                 ["leader"] => v.leader = Some(String::from_utf8_lossy(&kv.value).into_owned()),
+                ["status", "pending"] => match dec(&kv.value) {
+                    Ok(p) => v.pending = p,
+                    Err(e) => bad(key, e),
+                },
+                ["resources"] => match dec(&kv.value) {
+                    Ok(p) => v.resources = Some(p),
+                    Err(e) => bad(key, e),
+                },
+                ["status", "source"] => match dec(&kv.value) {
+                    Ok(p) => v.source = Some(p),
+                    Err(e) => bad(key, e),
+                },
                 _ => {}
             }
         }

@@ -21,7 +21,10 @@
 //! must fail) and S3 (an agent that cannot renew its lease stops its work) rest on that.
 
 pub mod cluster;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod memory;
+pub mod url;
 
 use std::fmt;
 use std::sync::Arc;
