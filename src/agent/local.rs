@@ -202,6 +202,7 @@ mod tests {
         LocalResources {
             vip_addresses: [("www-ip".to_string(), "192.0.2.10/24".to_string())].into(),
             vip_vm: [("www-ip".to_string(), "www".to_string())].into(),
+            ..Default::default()
         }
     }
 

@@ -112,17 +112,25 @@ pub async fn run(
             s.last_report = st.last_report.clone();
         }
         if !healthy {
-            // S3: stop everything before the lease can run out, then wait for a lease.
+            // S3: stop everything before the lease can run out, then wait for a lease. Every
+            // tick until the host is clean: a failed stop must not leave a VM running, so
+            // each action is tried even when an earlier one failed.
             if !st.demoted {
                 if let Ok(host) = drivers.observe(st.held.generation).await {
                     let list = local::self_demote(&host, &res);
-                    if !list.is_empty() {
+                    if list.is_empty() {
+                        st.demoted = true;
+                    } else {
                         emit(&events, &me, "cannot renew its lease: stops everything (self-demotion)".into());
                         stats.lock().unwrap().self_demotions += 1;
+                        for a in &list {
+                            match drivers.apply(a).await {
+                                Ok(()) => emit(&events, &me, a.to_string()),
+                                Err(e) => emit(&events, &me, format!("{a} FAILED during self-demotion: {e}")),
+                            }
+                        }
                     }
-                    run_actions(&drivers, &list, &me, &events).await.ok();
                 }
-                st.demoted = true;
             }
             continue;
         }

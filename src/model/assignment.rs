@@ -31,7 +31,12 @@ pub struct Assignment {
     /// Grows by one whenever the content changes. An agent applies only a generation newer
     /// than the one it holds (S4).
     pub generation: u64,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// VM -> `run`, `{migrateTo: NODE}` or `{incoming: NODE}`.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "serde_yaml::with::singleton_map_recursive"
+    )]
     pub vms: BTreeMap<String, VmTarget>,
     /// DRBD volumes with a replica here and the role they must have.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

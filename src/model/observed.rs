@@ -35,6 +35,8 @@ pub struct Operations {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct NodeObserved {
+    /// `alive`, `never`, or `{expired: TIME}`.
+    #[serde(with = "serde_yaml::with::singleton_map")]
     pub lease: Lease,
     /// Fence attempts since the node was last seen alive, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
