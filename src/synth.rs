@@ -106,14 +106,16 @@ spec:
             ),
         ));
     }
-    // DRBD ports must be unique per node; give each volume the lowest port free on both of
-    // its replica nodes.
-    let mut next_port = vec![7788u32; n];
+    // DRBD ports must be unique per node. Volume k joins ring neighbours k%n and k%n+1: the
+    // volumes are the ring's edges, taken vms/n times round. Colour the ring's edges so that
+    // neighbouring edges differ (two colours for an even ring, three for an odd one) and give
+    // each round its own block of ports.
+    let colours = if n % 2 == 0 { 2 } else { 3 };
     for k in 0..shape.vms {
         let (a, b) = (k % n, (k + 1) % n);
-        let port = next_port[a].max(next_port[b]);
-        next_port[a] = port + 1;
-        next_port[b] = port + 1;
+        let edge = k % n;
+        let colour = if n % 2 == 1 && edge == n - 1 { 2 } else { edge % 2 };
+        let port = 7788 + colours * (k / n) + colour;
         let name = vm_name(k);
         let (na, nb) = (node_name(a), node_name(b));
         let replicas = if n == 1 {
@@ -271,5 +273,32 @@ pub fn steady_observed(d: &crate::model::Desired, p: &crate::model::Placement) -
     Observed {
         nodes,
         operations: Operations::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Generated repositories validate cleanly for even and odd rings, and for more VMs than
+    /// there are ports in one naive sequence would allow per ring round.
+    #[test]
+    fn generated_repositories_validate() {
+        for (hypervisors, vms) in [(2, 7), (3, 10), (5, 40), (32, 300), (7, 1000)] {
+            let src = MemSource {
+                files: files(&Shape {
+                    hypervisors,
+                    vms,
+                    vip_every: 2,
+                }),
+            };
+            let report = crate::manifest::check(&src);
+            let rendered = report.rendered();
+            assert!(
+                rendered.is_empty(),
+                "{hypervisors} nodes, {vms} VMs: {:?}",
+                rendered.iter().take(3).map(|d| d.to_text()).collect::<Vec<_>>()
+            );
+        }
     }
 }

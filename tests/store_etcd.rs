@@ -52,9 +52,9 @@ async fn bounded<F: Future<Output = ()>>(limit: Duration, test: F) {
 
 /// The multi-member tests run one at a time: several 3-member clusters with 25 ms heartbeats
 /// on two busy cores would hold spurious elections and blur what is measured.
-fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+async fn one_cluster_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
 }
 
 /// etcd's compaction, for the contract's "forget history up to and including `rev`".
@@ -228,6 +228,9 @@ async fn one_member_outage_fails_calls_then_recovery_keeps_the_lease() {
     assert_eq!(timeout(secs(5), watch.next()).await.unwrap().unwrap().unwrap().revision, rev);
 }
 
+/// (revision, key) of every event a watch delivered.
+type Seen = Arc<Mutex<Vec<(i64, Vec<u8>)>>>;
+
 /// One call's record: when it started and ended, and what it returned.
 #[derive(Debug, Clone)]
 struct Call {
@@ -330,7 +333,7 @@ fn report(what: &str, i: &Impact) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_lease_and_writes_survive_losing_a_follower_then_the_leader() {
-    let _one = one_cluster_at_a_time();
+    let _one = one_cluster_at_a_time().await;
     let mut cluster = EtcdCluster::start(3).await;
     let store = connect(&cluster, "survive", test_options()).await;
     bounded(secs(90), async {
@@ -403,7 +406,7 @@ async fn three_members_lease_and_writes_survive_losing_a_follower_then_the_leade
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_and_keep_alive_survive_each_member_dying_in_turn() {
-    let _one = one_cluster_at_a_time();
+    let _one = one_cluster_at_a_time().await;
     let mut cluster = EtcdCluster::start(3).await;
     let store = connect(&cluster, "watched", test_options()).await;
     bounded(secs(120), async {
@@ -413,7 +416,7 @@ async fn watch_and_keep_alive_survive_each_member_dying_in_turn() {
         let first_rev = store.current_revision().await.unwrap() + 1;
 
         // Collect the watch as it goes, checking order.
-        let seen: Arc<Mutex<Vec<(i64, Vec<u8>)>>> = Arc::default();
+        let seen: Seen = Arc::default();
         let collector = {
             let seen = seen.clone();
             tokio::spawn(async move {
@@ -468,12 +471,13 @@ async fn watch_and_keep_alive_survive_each_member_dying_in_turn() {
         assert!(ok_writes.iter().all(|r| seen_revs.contains(r)), "every acknowledged write was seen");
 
         let keeps = keeps.lock().unwrap().clone();
+        let writes = writes.lock().unwrap().clone();
         let failed_keeps: Vec<&Call> = keeps.iter().filter(|c| c.result.is_err()).collect();
         let stats = store.stats();
         println!(
             "{} writes ({} failed), {} events watched, {} renewals ({} failed); store stats: {stats:?}",
-            writes.lock().unwrap().len(),
-            writes.lock().unwrap().iter().filter(|c| c.result.is_err()).count(),
+            writes.len(),
+            writes.iter().filter(|c| c.result.is_err()).count(),
             seen.len(),
             keeps.len(),
             failed_keeps.len()
@@ -496,7 +500,7 @@ async fn watch_and_keep_alive_survive_each_member_dying_in_turn() {
 /// cannot write, however late its write arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deposed_controller_cannot_write_across_an_etcd_leader_change() {
-    let _one = one_cluster_at_a_time();
+    let _one = one_cluster_at_a_time().await;
     let mut cluster = EtcdCluster::start(3).await;
     let a = connect(&cluster, "guard", test_options()).await;
     let b = connect(&cluster, "guard", test_options()).await;

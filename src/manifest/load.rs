@@ -15,6 +15,7 @@ use crate::source::{resolve_relative, Source};
 pub fn load(source: &dyn Source) -> (ManifestSet, Vec<Diagnostic>) {
     let mut set = ManifestSet::default();
     let mut diags = Vec::new();
+    let mut texts: Vec<(usize, Arc<str>)> = Vec::new();
     for raw in source.manifest_files() {
         let file = set.files.len();
         let bytes = match raw.content {
@@ -70,17 +71,30 @@ pub fn load(source: &dyn Source) -> (ManifestSet, Vec<Diagnostic>) {
             path: raw.path,
             text: text.clone(),
         });
-        load_file(&mut set, &mut diags, file, &text);
+        texts.push((file, text));
+    }
+    // Parsing YAML is most of the work and each file stands alone: parse them on every core,
+    // then build the set in file order, so the result does not depend on the threads.
+    let parsed = parse_all(&texts);
+    for ((file, _), p) in texts.iter().zip(parsed) {
+        load_file(&mut set, &mut diags, *file, p);
     }
     resolve_domain_xml(source, &mut set, &mut diags);
     (set, diags)
 }
 
-fn load_file(set: &mut ManifestSet, diags: &mut Vec<Diagnostic>, file: usize, text: &str) {
-    let mut documents = 0;
+/// The documents of one file as YAML values, and the syntax error that ended it, if any.
+struct ParsedFile {
+    docs: Vec<(usize, serde_yaml::Value)>,
+    error: Option<Diagnostic>,
+}
+
+fn parse_file(file: usize, text: &str) -> ParsedFile {
+    let mut docs = Vec::new();
     for (doc, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = match serde_yaml::Value::deserialize(de) {
-            Ok(v) => v,
+        match serde_yaml::Value::deserialize(de) {
+            Ok(v) if v.is_null() => {} // an empty document, as between `---` lines
+            Ok(v) => docs.push((doc, v)),
             Err(e) => {
                 let mut d = yaml_error(file, text, &e);
                 // serde_yaml places a duplicate key at its mapping; point at the repeat instead,
@@ -94,16 +108,45 @@ fn load_file(set: &mut ManifestSet, diags: &mut Vec<Diagnostic>, file: usize, te
                         _ => {}
                     }
                 }
-                diags.push(d);
                 // The parser cannot resynchronise after a syntax error.
-                return;
+                return ParsedFile {
+                    docs,
+                    error: Some(d),
+                };
             }
-        };
-        if value.is_null() {
-            continue; // an empty document, as between `---` lines
         }
-        documents += 1;
+    }
+    ParsedFile { docs, error: None }
+}
+
+fn parse_all(texts: &[(usize, Arc<str>)]) -> Vec<ParsedFile> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    if threads == 1 || texts.len() < 64 {
+        return texts.iter().map(|(f, t)| parse_file(*f, t)).collect();
+    }
+    let chunk = texts.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = texts
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|(f, t)| parse_file(*f, t)).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a YAML parsing thread panicked"))
+            .collect()
+    })
+}
+
+fn load_file(set: &mut ManifestSet, diags: &mut Vec<Diagnostic>, file: usize, parsed: ParsedFile) {
+    let documents = parsed.docs.len();
+    for (doc, value) in parsed.docs {
         load_document(set, diags, Origin { file, doc }, value);
+    }
+    if let Some(d) = parsed.error {
+        diags.push(d);
+        return;
     }
     if documents == 0 {
         diags.push(

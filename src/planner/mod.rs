@@ -113,13 +113,21 @@ struct Ctx<'a> {
     reports: BTreeMap<&'a str, &'a HostReport>,
     /// Inverted indexes over the previous assignments and the reports, so that finding who
     /// holds a resource is not a scan over every node.
-    vm_holders: BTreeMap<&'a str, BTreeSet<&'a str>>,
-    volume_primaries: BTreeMap<&'a str, BTreeSet<&'a str>>,
-    split_brain: BTreeMap<&'a str, Vec<String>>,
-    vip_holders: BTreeMap<&'a str, BTreeSet<&'a str>>,
+    vm_holders: Map<&'a str, BTreeSet<&'a str>>,
+    volume_primaries: Map<&'a str, BTreeSet<&'a str>>,
+    split_brain: Map<&'a str, Vec<String>>,
+    vip_holders: Map<&'a str, BTreeSet<&'a str>>,
+    /// Nodes whose report is behind their assignment (see [`Ctx::lagging`]), computed once:
+    /// they are few, and every resource asks about them.
+    lagging_nodes: Vec<&'a str>,
 }
 
 const EMPTY: &BTreeSet<&str> = &BTreeSet::new();
+
+/// Hash maps for the large per-resource indexes: lookups by VM name are the planner's hot
+/// path, and a fixed-seed hash keeps iteration deterministic (equal inputs, equal plans);
+/// nothing decided depends on their iteration order.
+type Map<K, V> = rustc_hash::FxHashMap<K, V>;
 
 impl<'a> Ctx<'a> {
     fn new(d: &'a Desired, o: &'a Observed, prev: &'a Placement, now: Time) -> Self {
@@ -139,10 +147,10 @@ impl<'a> Ctx<'a> {
         for n in all_nodes {
             state.insert(n, node_state(d, o, prev, n, now));
         }
-        let mut vm_holders: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        let mut volume_primaries: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        let mut split_brain: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        let mut vip_holders: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        let mut vm_holders: Map<&str, BTreeSet<&str>> = Map::default();
+        let mut volume_primaries: Map<&str, BTreeSet<&str>> = Map::default();
+        let mut split_brain: Map<&str, Vec<String>> = Map::default();
+        let mut vip_holders: Map<&str, BTreeSet<&str>> = Map::default();
         for (n, a) in &prev.assignments {
             for vm in a.vms.keys() {
                 vm_holders.entry(vm).or_default().insert(n);
@@ -156,7 +164,7 @@ impl<'a> Ctx<'a> {
                 vip_holders.entry(vip).or_default().insert(n);
             }
         }
-        let addr_to_vip: BTreeMap<&str, &str> = d
+        let addr_to_vip: Map<&str, &str> = d
             .vips
             .values()
             .map(|v| (v.address.as_str(), v.name.as_str()))
@@ -181,7 +189,7 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        Ctx {
+        let mut ctx = Ctx {
             d,
             o,
             prev,
@@ -192,7 +200,15 @@ impl<'a> Ctx<'a> {
             volume_primaries,
             split_brain,
             vip_holders,
-        }
+            lagging_nodes: Vec::new(),
+        };
+        ctx.lagging_nodes = ctx
+            .state
+            .keys()
+            .copied()
+            .filter(|n| ctx.lagging(n).is_some())
+            .collect();
+        ctx
     }
 
     fn state(&self, n: &str) -> &NodeState {
@@ -293,10 +309,10 @@ impl<'a> Ctx<'a> {
 
     /// Lagging nodes other than `node` that may hold the VM: they block giving it to `node`.
     fn lagging_holders_of_vm(&self, node: &str, vm: &VmDesc) -> Vec<&'a str> {
-        self.state
-            .keys()
+        self.lagging_nodes
+            .iter()
             .copied()
-            .filter(|h| *h != node && self.lagging(h).is_some() && self.may_hold_vm(h, vm))
+            .filter(|h| *h != node && self.may_hold_vm(h, vm))
             .collect()
     }
 }
@@ -514,16 +530,16 @@ fn next_level(
 struct Builder<'c, 'a> {
     ctx: &'c Ctx<'a>,
     /// Chosen node per VM (kept or new).
-    target: BTreeMap<&'a str, &'a str>,
+    target: Map<&'a str, &'a str>,
     /// VMs chosen per node, for capacity and anti-affinity.
     on_node: BTreeMap<&'a str, BTreeSet<&'a str>>,
     used: BTreeMap<&'a str, (i64, i64)>,
     /// VMs moving off an alive node (drain, failback, manifest change), with the source.
-    leaving: BTreeMap<&'a str, &'a str>,
+    leaving: Map<&'a str, &'a str>,
     assignments: BTreeMap<&'a str, Assignment>,
     /// VM -> node where it is assigned to run in this plan.
-    active: BTreeMap<&'a str, &'a str>,
-    vip_target: BTreeMap<&'a str, &'a str>,
+    active: Map<&'a str, &'a str>,
+    vip_target: Map<&'a str, &'a str>,
 }
 
 impl<'c, 'a> Builder<'c, 'a> {
@@ -531,13 +547,13 @@ impl<'c, 'a> Builder<'c, 'a> {
         let assignments = ctx.state.keys().map(|n| (*n, Assignment::default())).collect();
         Builder {
             ctx,
-            target: BTreeMap::new(),
+            target: Map::default(),
             on_node: BTreeMap::new(),
             used: BTreeMap::new(),
-            leaving: BTreeMap::new(),
+            leaving: Map::default(),
             assignments,
-            active: BTreeMap::new(),
-            vip_target: BTreeMap::new(),
+            active: Map::default(),
+            vip_target: Map::default(),
         }
     }
 
@@ -802,8 +818,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                 NodeState::NotJoined => continue,
                 NodeState::Alive => {}
             }
-            let holders = self.vm_holders(vm);
-            let mut others: Vec<&'a str> = holders.into_iter().filter(|h| *h != node).collect();
+            let mut others = self.other_holders(vm, node);
             // A live migration started in an earlier plan: the source hands the VM over
             // itself, however many rounds that takes. Only once the source no longer has it
             // (or is fenced) does the destination run it; until then its "incoming" keeps it
@@ -948,6 +963,9 @@ impl<'c, 'a> Builder<'c, 'a> {
     }
 
     fn split_brain_of(&self, vm: &VmDesc) -> Option<Vec<String>> {
+        if self.ctx.split_brain.is_empty() {
+            return None;
+        }
         let mut nodes: Vec<String> = vm
             .volumes
             .iter()
@@ -961,15 +979,24 @@ impl<'c, 'a> Builder<'c, 'a> {
     }
 
     /// Every node that may hold the VM or one of its DRBD volumes as Primary.
-    fn vm_holders(&self, vm: &VmDesc) -> BTreeSet<&'a str> {
+    /// Every node but `node` that may hold the VM or one of its DRBD volumes as Primary,
+    /// sorted and without repeats.
+    fn other_holders(&self, vm: &VmDesc, node: &str) -> Vec<&'a str> {
         let ctx = self.ctx;
-        let mut out: BTreeSet<&'a str> = ctx
+        let mut out: Vec<&'a str> = ctx
             .vm_holders
             .get(vm.name.as_str())
             .unwrap_or(EMPTY)
-            .clone();
+            .iter()
+            .copied()
+            .filter(|h| *h != node)
+            .collect();
         for v in &vm.volumes {
-            out.extend(ctx.volume_primaries.get(v.as_str()).unwrap_or(EMPTY));
+            out.extend(ctx.volume_primaries.get(v.as_str()).unwrap_or(EMPTY).iter().copied().filter(|h| *h != node));
+        }
+        if out.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
         }
         out
     }
@@ -1057,8 +1084,8 @@ impl<'c, 'a> Builder<'c, 'a> {
             if !prev_here {
                 // New here: a node that has not reported its latest assignment may still be
                 // acting on one that gave it the address.
-                for h in ctx.state.keys().copied() {
-                    if h != node && ctx.lagging(h).is_some() && self.may_hold_vip(h, vip) && !others.contains(&h) {
+                for h in ctx.lagging_nodes.iter().copied() {
+                    if h != node && self.may_hold_vip(h, vip) && !others.contains(&h) {
                         others.push(h);
                     }
                 }

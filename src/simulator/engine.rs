@@ -333,15 +333,23 @@ impl Engine {
     /// Whether time alone will still change something: a lease yet to expire on a node that
     /// stopped renewing, or a self-fence deadline yet to pass.
     fn waiting_on_time(&self, last: &Step) -> bool {
-        let lease_pending = self
+        self.next_timer(last).is_some()
+    }
+
+    /// The next moment at which time alone changes something: a lease running out on a node
+    /// that stopped renewing, or a self-fence deadline passing.
+    fn next_timer(&self, last: &Step) -> Option<Time> {
+        let leases = self
             .world
             .nodes
             .values()
-            .any(|n| n.joined && !n.reachable() && self.now <= n.lease_expires);
-        let deadline_pending = last.plan.pending.iter().any(|p| {
-            matches!(&p.wait, planner::Wait::Fencing { deadline: Some(t), .. } if *t >= self.now)
+            .filter(|n| n.joined && !n.reachable() && self.now <= n.lease_expires)
+            .map(|n| n.lease_expires);
+        let deadlines = last.plan.pending.iter().filter_map(|p| match &p.wait {
+            planner::Wait::Fencing { deadline: Some(t), .. } if *t >= self.now => Some(*t),
+            _ => None,
         });
-        lease_pending || deadline_pending
+        leases.chain(deadlines).min()
     }
 
     /// Step until two rounds in a row change nothing and no timer is pending, or `max` rounds.
@@ -353,6 +361,13 @@ impl Engine {
             let s = self.step();
             let q = s.is_quiet(&prev);
             let waiting = self.waiting_on_time(&s);
+            // Nothing happened and only a timer can change that: jump to it rather than
+            // planning round after idle round (a quiet round changes nothing by definition).
+            if q {
+                if let Some(t) = self.next_timer(&s) {
+                    self.now = self.now.max(t);
+                }
+            }
             steps.push(s);
             quiet = if q && !waiting { quiet + 1 } else { 0 };
             if quiet >= 2 {

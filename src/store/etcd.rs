@@ -21,8 +21,9 @@
 //! - **Retries.** Each call is retried with exponential backoff and jitter, within a total
 //!   budget ([`EtcdOptions::call_timeout`], 1.5 s by default: inside the default lease renew
 //!   interval of 2 s, so a renewal loop never stalls on one call). Each attempt has its own
-//!   deadline ([`EtcdOptions::attempt_timeout`]). When the budget is spent, the last error is
-//!   returned: the store never pretends.
+//!   deadline ([`EtcdOptions::attempt_timeout`], 500 ms) when it may be retried; a request stuck
+//!   behind a dead leader is then sent again instead of waiting for etcd's own 5 s timeout.
+//!   When the budget is spent, the last error is returned: the store never pretends.
 //! - **What may be retried.** A failed attempt either *certainly did not apply* (the member
 //!   could not be reached, or refused before doing anything: "no leader", "too many
 //!   requests", ...) or *may have applied* (the connection broke or the attempt timed out after
@@ -88,7 +89,11 @@ use super::{
 pub struct EtcdOptions {
     /// Bound on one store call, retries and backoff included.
     pub call_timeout: Duration,
-    /// Bound on one attempt (one request and its answer).
+    /// Bound on one attempt (one request and its answer) of a call that may be retried after
+    /// an uncertain failure; other calls wait up to `call_timeout` for their one uncertain
+    /// attempt. A request sent through a follower when the leader dies is not failed by etcd
+    /// until its own request timeout (5 s and more), so this is what bounds the unavailability
+    /// seen after a leader loss: election time, or this, whichever is longer.
     pub attempt_timeout: Duration,
     /// First backoff between attempts; doubled after each failure, up to `backoff_max`. Each
     /// sleep is drawn at random between half and all of the current backoff.
@@ -113,7 +118,7 @@ impl Default for EtcdOptions {
     fn default() -> Self {
         EtcdOptions {
             call_timeout: Duration::from_millis(1500),
-            attempt_timeout: Duration::from_millis(1000),
+            attempt_timeout: Duration::from_millis(500),
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_millis(400),
             watch_resume_timeout: Duration::from_secs(5),
@@ -591,7 +596,14 @@ impl Shared {
         loop {
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let limit = self.options.attempt_timeout.min(remaining);
+            // An attempt that may be repeated is cut short, so a request stuck on a member
+            // that lost its leader is sent again elsewhere. One that may not be repeated after
+            // an uncertain failure gets the whole budget: waiting is its only way to an answer.
+            let limit = if idempotent {
+                self.options.attempt_timeout.min(remaining)
+            } else {
+                remaining
+            };
             let outcome = tokio::time::timeout(limit, attempt(self.client.clone(), uncertain.clone()))
                 .await
                 .unwrap_or_else(|_| Err(Failure::uncertain(StoreError::Timeout)));
