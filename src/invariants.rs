@@ -96,10 +96,17 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
             vips.entry(vip).or_default().push(n);
         }
     }
-    for (what, m) in [("vm", &runners), ("volume primary", &primaries), ("vip", &vips)] {
+    for (what, m) in [
+        ("vm", &runners),
+        ("volume primary", &primaries),
+        ("vip", &vips),
+    ] {
         for (name, nodes) in m {
             if nodes.len() > 1 {
-                out.push(v("S1", format!("{what} {name} assigned to {}", nodes.join(" and "))));
+                out.push(v(
+                    "S1",
+                    format!("{what} {name} assigned to {}", nodes.join(" and ")),
+                ));
             }
         }
     }
@@ -110,7 +117,10 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
         match kind {
             "vm" => r.vm_active(name),
             "volume primary" => r.primary(name),
-            _ => d.vips.get(name).is_some_and(|x| r.addresses.contains(&x.address)),
+            _ => d
+                .vips
+                .get(name)
+                .is_some_and(|x| r.addresses.contains(&x.address)),
         }
     };
     // Whether the previous placement let `n` use the resource. A VM to hand over by live
@@ -129,7 +139,10 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
     // not new. Arriving by live migration is not running yet.
     let prev_runs = |t: &str, kind: &str, name: &str| -> bool {
         prev.assignments.get(t).is_some_and(|a| match kind {
-            "vm" => matches!(a.vms.get(name), Some(VmTarget::Run | VmTarget::MigrateTo(_))),
+            "vm" => matches!(
+                a.vms.get(name),
+                Some(VmTarget::Run | VmTarget::MigrateTo(_))
+            ),
             "volume primary" => a.volumes.get(name) == Some(&VolumeRole::Primary),
             _ => a.vips.contains(name),
         })
@@ -145,7 +158,9 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
                     x.candidates.iter().any(|c| c == n)
                         || x.volumes.iter().any(|v| {
                             report.is_some_and(|r| r.volumes.contains_key(v))
-                                || d.volumes.get(v).is_some_and(|vd| vd.is_drbd() && vd.nodes().contains(&n))
+                                || d.volumes
+                                    .get(v)
+                                    .is_some_and(|vd| vd.is_drbd() && vd.nodes().contains(&n))
                         })
                 })
         };
@@ -153,7 +168,9 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
             "vm" => vm_may(name),
             "volume primary" => {
                 report.is_some_and(|r| r.volumes.contains_key(name))
-                    || d.volumes.get(name).is_some_and(|vd| vd.nodes().contains(&n))
+                    || d.volumes
+                        .get(name)
+                        .is_some_and(|vd| vd.nodes().contains(&n))
             }
             _ => d.vips.get(name).is_some_and(|x| {
                 report.is_some_and(|r| r.addresses.contains(&x.address))
@@ -170,7 +187,11 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
         .map(String::as_str)
         .chain(prev.assignments.keys().map(String::as_str))
         .collect();
-    for (kind, m) in [("vm", &runners), ("volume primary", &primaries), ("vip", &vips)] {
+    for (kind, m) in [
+        ("vm", &runners),
+        ("volume primary", &primaries),
+        ("vip", &vips),
+    ] {
         for (name, nodes) in m {
             for t in nodes {
                 if prev_runs(t, kind, name) {
@@ -213,10 +234,19 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
     for (n, a) in &next.assignments {
         if let Some(p) = prev.assignments.get(n) {
             if a.generation < p.generation {
-                out.push(v("S4", format!("generation of {n} went back from {} to {}", p.generation, a.generation)));
+                out.push(v(
+                    "S4",
+                    format!(
+                        "generation of {n} went back from {} to {}",
+                        p.generation, a.generation
+                    ),
+                ));
             }
             if !a.same_content(p) && a.generation <= p.generation {
-                out.push(v("S4", format!("assignment of {n} changed without a new generation")));
+                out.push(v(
+                    "S4",
+                    format!("assignment of {n} changed without a new generation"),
+                ));
             }
         }
     }
@@ -230,13 +260,19 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
             continue; // unchanged, or the manifests moved it
         }
         if !desc.failover {
-            out.push(v("S6", format!("vm {vm} may not fail over but moved from {before} to {after}")));
+            out.push(v(
+                "S6",
+                format!("vm {vm} may not fail over but moved from {before} to {after}"),
+            ));
             continue;
         }
         let healthy = o.nodes.get(before).is_some_and(|x| x.lease == Lease::Alive)
             && !o.operations.drained.contains(before);
         if healthy && d.cluster.failback == Failback::None {
-            out.push(v("S6", format!("vm {vm} moved from healthy {before} to {after} without failback")));
+            out.push(v(
+                "S6",
+                format!("vm {vm} moved from healthy {before} to {after} without failback"),
+            ));
         }
     }
     out
@@ -290,10 +326,17 @@ pub fn check_hosts(d: &Desired, hosts: &BTreeMap<String, HostTruth<'_>>) -> Vec<
             ));
         }
     }
-    for (what, m) in [("vm", &vms), ("volume primary", &primaries), ("address", &addrs)] {
+    for (what, m) in [
+        ("vm", &vms),
+        ("volume primary", &primaries),
+        ("address", &addrs),
+    ] {
         for (name, nodes) in m {
             if nodes.len() > 1 {
-                out.push(v("S1", format!("{what} {name} held by {} at once", nodes.join(" and "))));
+                out.push(v(
+                    "S1",
+                    format!("{what} {name} held by {} at once", nodes.join(" and ")),
+                ));
             }
         }
     }
@@ -311,14 +354,20 @@ mod tests {
         let report = crate::manifest::check(&crate::source::fs::Paths::new([dir]));
         Desired::from_report(&report).unwrap_or_else(|e| {
             let diags: Vec<String> = report.rendered().iter().map(|d| d.to_text()).collect();
-            panic!("the reference cluster does not validate: {e}\n{}", diags.join("\n"))
+            panic!(
+                "the reference cluster does not validate: {e}\n{}",
+                diags.join("\n")
+            )
         })
     }
 
     fn assignment(generation: u64, vms: &[(&str, VmTarget)]) -> Assignment {
         Assignment {
             generation,
-            vms: vms.iter().map(|(v, t)| (v.to_string(), t.clone())).collect(),
+            vms: vms
+                .iter()
+                .map(|(v, t)| (v.to_string(), t.clone()))
+                .collect(),
             ..Default::default()
         }
     }
@@ -372,12 +421,17 @@ mod tests {
         };
         let mut o = Observed::default();
         o.nodes.insert("alpha".into(), node(3, &[]));
-        o.nodes.insert("beta".into(), node(4, &[("www", VmState::Shutoff)]));
+        o.nodes
+            .insert("beta".into(), node(4, &[("www", VmState::Shutoff)]));
         let plan = plan_giving_alpha("www", &prev);
         let v = check_plan(&d, &o, &prev, &plan);
-        assert!(v.iter().any(|v| v.rule == "S1" && v.detail.contains("www")), "{v:?}");
+        assert!(
+            v.iter().any(|v| v.rule == "S1" && v.detail.contains("www")),
+            "{v:?}"
+        );
         // Once beta reports generation 5, alpha may have it.
-        o.nodes.insert("beta".into(), node(5, &[("www", VmState::Shutoff)]));
+        o.nodes
+            .insert("beta".into(), node(5, &[("www", VmState::Shutoff)]));
         assert_eq!(check_plan(&d, &o, &prev, &plan), Vec::new());
     }
 
@@ -388,19 +442,30 @@ mod tests {
         let d = reference();
         let prev = Placement {
             assignments: [
-                ("alpha".to_string(), assignment(3, &[("www", VmTarget::Incoming("beta".into()))])),
-                ("beta".to_string(), assignment(5, &[("www", VmTarget::MigrateTo("alpha".into()))])),
+                (
+                    "alpha".to_string(),
+                    assignment(3, &[("www", VmTarget::Incoming("beta".into()))]),
+                ),
+                (
+                    "beta".to_string(),
+                    assignment(5, &[("www", VmTarget::MigrateTo("alpha".into()))]),
+                ),
             ]
             .into(),
             ..Default::default()
         };
         let mut o = Observed::default();
         o.nodes.insert("alpha".into(), node(3, &[]));
-        o.nodes.insert("beta".into(), node(5, &[("www", VmState::Running)]));
+        o.nodes
+            .insert("beta".into(), node(5, &[("www", VmState::Running)]));
         let plan = plan_giving_alpha("www", &prev);
         let v = check_plan(&d, &o, &prev, &plan);
-        assert!(v.iter().any(|v| v.rule == "S1" && v.detail.contains("www")), "{v:?}");
-        o.nodes.insert("alpha".into(), node(3, &[("www", VmState::Running)]));
+        assert!(
+            v.iter().any(|v| v.rule == "S1" && v.detail.contains("www")),
+            "{v:?}"
+        );
+        o.nodes
+            .insert("alpha".into(), node(3, &[("www", VmState::Running)]));
         o.nodes.insert("beta".into(), node(5, &[]));
         assert_eq!(check_plan(&d, &o, &prev, &plan), Vec::new());
     }

@@ -39,7 +39,13 @@ fn vip(k: usize) -> Ipv4Addr {
 /// The files of the repository, as (relative path, content).
 pub fn files(shape: &Shape) -> Vec<(String, String)> {
     let n = shape.hypervisors.max(1);
-    let witnesses = if n < 3 { 3 - n } else if n % 2 == 0 { 1 } else { 0 };
+    let witnesses = if n < 3 {
+        3 - n
+    } else if n % 2 == 0 {
+        1
+    } else {
+        0
+    };
     let per_node = shape.vms.div_ceil(n) * 2;
     let cpus = (per_node * 2).max(64);
     let mut out = Vec::with_capacity(shape.vms + n + witnesses + 1);
@@ -114,7 +120,11 @@ spec:
     for k in 0..shape.vms {
         let (a, b) = (k % n, (k + 1) % n);
         let edge = k % n;
-        let colour = if n % 2 == 1 && edge == n - 1 { 2 } else { edge % 2 };
+        let colour = if n % 2 == 1 && edge == n - 1 {
+            2
+        } else {
+            edge % 2
+        };
         let port = 7788 + colours * (k / n) + colour;
         let name = vm_name(k);
         let (na, nb) = (node_name(a), node_name(b));
@@ -125,7 +135,11 @@ spec:
                 "      - node: {na}\n        disk: /dev/vg0/{name}\n      - node: {nb}\n        disk: /dev/vg0/{name}\n"
             )
         };
-        let allowed = if n == 1 { na.clone() } else { format!("{na}, {nb}") };
+        let allowed = if n == 1 {
+            na.clone()
+        } else {
+            format!("{na}, {nb}")
+        };
         let mut text = format!(
             "apiVersion: {API_VERSION}
 kind: Volume
@@ -222,7 +236,10 @@ impl crate::source::Source for MemSource {
 
 /// The steady state of a placement: every node alive, each host having exactly what its
 /// assignment asks (VMs running, DRBD roles, addresses), reports acknowledging generations.
-pub fn steady_observed(d: &crate::model::Desired, p: &crate::model::Placement) -> crate::model::Observed {
+pub fn steady_observed(
+    d: &crate::model::Desired,
+    p: &crate::model::Placement,
+) -> crate::model::Observed {
     use crate::model::*;
     let mut nodes = std::collections::BTreeMap::new();
     for name in d.nodes.keys() {
@@ -252,7 +269,14 @@ pub fn steady_observed(d: &crate::model::Desired, p: &crate::model::Placement) -
             vms: a
                 .vms
                 .keys()
-                .map(|v| (v.clone(), VmObserved { state: VmState::Running }))
+                .map(|v| {
+                    (
+                        v.clone(),
+                        VmObserved {
+                            state: VmState::Running,
+                        },
+                    )
+                })
                 .collect(),
             addresses: a
                 .vips
@@ -297,7 +321,11 @@ mod tests {
             assert!(
                 rendered.is_empty(),
                 "{hypervisors} nodes, {vms} VMs: {:?}",
-                rendered.iter().take(3).map(|d| d.to_text()).collect::<Vec<_>>()
+                rendered
+                    .iter()
+                    .take(3)
+                    .map(|d| d.to_text())
+                    .collect::<Vec<_>>()
             );
         }
     }

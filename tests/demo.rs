@@ -11,33 +11,72 @@ fn demo(args: &[&str]) -> (i32, String) {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
 #[test]
 fn the_reference_cluster_fails_over_when_a_hypervisor_dies() {
-    let (code, out) = demo(&["manifests", "--timescale", "0.1", "--kill", "alpha", "--timeout", "30"]);
+    let (code, out) = demo(&[
+        "manifests",
+        "--timescale",
+        "0.1",
+        "--kill",
+        "alpha",
+        "--timeout",
+        "30",
+    ]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("SIMULATED"), "the demo says what is simulated: {out}");
+    assert!(
+        out.contains("SIMULATED"),
+        "the demo says what is simulated: {out}"
+    );
     assert!(out.contains("power failure of alpha (simulated)"), "{out}");
     assert!(out.contains("node alpha lost: its lease expired"), "{out}");
-    assert!(out.contains("fence alpha level 1 via alpha-ipmi: confirmed off"), "{out}");
-    assert!(out.contains("beta       start vm files"), "files fails over to beta: {out}");
+    assert!(
+        out.contains("fence alpha level 1 via alpha-ipmi: confirmed off"),
+        "{out}"
+    );
+    assert!(
+        out.contains("beta       start vm files"),
+        "files fails over to beta: {out}"
+    );
     assert!(out.contains("invariants S1-S6 held throughout"), "{out}");
     assert!(out.contains("demo succeeded"), "{out}");
-    let after = out.split("converged after the failure:").nth(1).expect("final table");
+    let after = out
+        .split("converged after the failure:")
+        .nth(1)
+        .expect("final table");
     // The fail-over VM runs on the survivor; the pinned ones on alpha are down.
-    assert!(after.lines().any(|l| l.trim_start().starts_with("files ") && l.contains("beta")), "{after}");
-    assert!(after.lines().any(|l| l.trim_start().starts_with("ns1 ") && l.contains("DOWN")), "{after}");
-    assert!(after.lines().any(|l| l.trim_start().starts_with("ns2 ") && l.contains("beta")), "{after}");
+    assert!(
+        after
+            .lines()
+            .any(|l| l.trim_start().starts_with("files ") && l.contains("beta")),
+        "{after}"
+    );
+    assert!(
+        after
+            .lines()
+            .any(|l| l.trim_start().starts_with("ns1 ") && l.contains("DOWN")),
+        "{after}"
+    );
+    assert!(
+        after
+            .lines()
+            .any(|l| l.trim_start().starts_with("ns2 ") && l.contains("beta")),
+        "{after}"
+    );
 }
 
 #[test]
 fn the_default_victim_is_the_busiest_hypervisor_and_the_web_address_follows() {
     let (code, out) = demo(&["manifests", "--timescale", "0.1", "--timeout", "30"]);
     assert_eq!(code, 0, "{out}");
-    let after = out.split("converged after the failure:").nth(1).expect("final table");
+    let after = out
+        .split("converged after the failure:")
+        .nth(1)
+        .expect("final table");
     let www_node = after
         .lines()
         .find(|l| l.trim_start().starts_with("www "))
@@ -45,7 +84,10 @@ fn the_default_victim_is_the_busiest_hypervisor_and_the_web_address_follows() {
         .expect("www row")
         .to_string();
     assert_ne!(www_node, "DOWN", "{after}");
-    assert!(after.contains(&format!("on {www_node}")), "the VIP is where www runs: {after}");
+    assert!(
+        after.contains(&format!("on {www_node}")),
+        "the VIP is where www runs: {after}"
+    );
 }
 
 #[test]

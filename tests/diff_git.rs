@@ -127,7 +127,11 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let repo = Repository::init(dir.path()).unwrap();
-    let nodes = [node("a", "10.0.0.1"), node("b", "10.0.0.2"), node("c", "10.0.0.3")];
+    let nodes = [
+        node("a", "10.0.0.1"),
+        node("b", "10.0.0.2"),
+        node("c", "10.0.0.3"),
+    ];
     let mut revs = Vec::new();
     revs.push(commit(
         &repo,
@@ -149,14 +153,28 @@ fn fixture() -> Fixture {
         ],
         "grow web, give it an address",
     ));
-    let commented = format!("# the lab cluster\n{}", CLUSTER.replace("spec: {}", "spec: {}   # defaults"));
-    revs.push(commit(&repo, &[("manifests/cluster.yaml", Some(&commented))], "comments only"));
+    let commented = format!(
+        "# the lab cluster\n{}",
+        CLUSTER.replace("spec: {}", "spec: {}   # defaults")
+    );
     revs.push(commit(
         &repo,
-        &[("manifests/vms/web.yaml", None), ("manifests/vips/web-ip.yaml", None)],
+        &[("manifests/cluster.yaml", Some(&commented))],
+        "comments only",
+    ));
+    revs.push(commit(
+        &repo,
+        &[
+            ("manifests/vms/web.yaml", None),
+            ("manifests/vips/web-ip.yaml", None),
+        ],
         "retire web",
     ));
-    revs.push(commit(&repo, &[("manifests/vips/web-ip.yaml", Some(VIP))], "broken: VIP without VM"));
+    revs.push(commit(
+        &repo,
+        &[("manifests/vips/web-ip.yaml", Some(VIP))],
+        "broken: VIP without VM",
+    ));
     Fixture { dir, revs }
 }
 
@@ -179,16 +197,31 @@ fn rampart(repo: &Path, args: &[&str]) -> (i32, String, String) {
 #[test]
 fn changes_are_reported_per_object_with_unified_diffs() {
     let f = fixture();
-    let (code, out, err) = rampart(f.dir.path(), &["--from", &f.revs[0], "--to", &f.revs[1], "manifests"]);
+    let (code, out, err) = rampart(
+        f.dir.path(),
+        &["--from", &f.revs[0], "--to", &f.revs[1], "manifests"],
+    );
     assert_eq!(code, 1, "changes exit 1; stderr: {err}");
     assert!(out.contains("+ VirtualIP/web-ip added"), "{out}");
     assert!(out.contains("~ VirtualMachine/web changed"), "{out}");
     assert!(out.contains("-  memory: 2GiB\n"), "{out}");
     assert!(out.contains("+  memory: 4GiB\n"), "{out}");
-    assert!(out.contains("--- a/VirtualMachine/web\n+++ b/VirtualMachine/web\n"), "{out}");
-    assert!(out.contains("2 objects differ: 1 added, 0 removed, 1 changed"), "{out}");
-    assert!(!out.contains('\x1b'), "no colour when stdout is not a terminal");
-    assert!(!out.contains("Volume/web-disk"), "unchanged objects are not listed: {out}");
+    assert!(
+        out.contains("--- a/VirtualMachine/web\n+++ b/VirtualMachine/web\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 objects differ: 1 added, 0 removed, 1 changed"),
+        "{out}"
+    );
+    assert!(
+        !out.contains('\x1b'),
+        "no colour when stdout is not a terminal"
+    );
+    assert!(
+        !out.contains("Volume/web-disk"),
+        "unchanged objects are not listed: {out}"
+    );
 }
 
 #[test]
@@ -204,7 +237,15 @@ fn removals_and_json_output() {
     let f = fixture();
     let (code, out, _) = rampart(
         f.dir.path(),
-        &["--from", &f.revs[2], "--to", &f.revs[3], "-o", "json", "manifests"],
+        &[
+            "--from",
+            &f.revs[2],
+            "--to",
+            &f.revs[3],
+            "-o",
+            "json",
+            "manifests",
+        ],
     );
     assert_eq!(code, 1);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -236,15 +277,24 @@ fn removals_and_json_output() {
 #[test]
 fn an_invalid_revision_is_reported_with_its_diagnostics() {
     let f = fixture();
-    let (code, out, _) = rampart(f.dir.path(), &["--from", &f.revs[3], "--to", &f.revs[4], "manifests"]);
+    let (code, out, _) = rampart(
+        f.dir.path(),
+        &["--from", &f.revs[3], "--to", &f.revs[4], "manifests"],
+    );
     assert_eq!(code, 2, "an invalid revision is an error: {out}");
     assert!(out.contains("does not validate"), "{out}");
     assert!(
         out.contains("manifests/vips/web-ip.yaml:8:29: error: VirtualMachine `web` is not defined"),
         "{out}"
     );
-    assert!(out.contains("+ VirtualIP/web-ip added"), "the diff is still shown: {out}");
-    let (code, out, _) = rampart(f.dir.path(), &["--from", &f.revs[3], "--to", &f.revs[4], "-o", "json"]);
+    assert!(
+        out.contains("+ VirtualIP/web-ip added"),
+        "the diff is still shown: {out}"
+    );
+    let (code, out, _) = rampart(
+        f.dir.path(),
+        &["--from", &f.revs[3], "--to", &f.revs[4], "-o", "json"],
+    );
     assert_eq!(code, 2);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["to"]["valid"], false);
@@ -257,7 +307,15 @@ fn colour_on_request_and_branch_names_as_revisions() {
     let f = fixture();
     let (code, out, _) = rampart(
         f.dir.path(),
-        &["--from", "HEAD~4", "--to", "HEAD~3", "--color", "always", "manifests"],
+        &[
+            "--from",
+            "HEAD~4",
+            "--to",
+            "HEAD~3",
+            "--color",
+            "always",
+            "manifests",
+        ],
     );
     assert_eq!(code, 1);
     assert!(out.contains("\x1b[32m+  memory: 4GiB\x1b[0m"), "{out}");
@@ -269,7 +327,10 @@ fn bad_revisions_and_paths_are_clear_errors() {
     let f = fixture();
     let (code, _, err) = rampart(f.dir.path(), &["--from", "no-such-branch"]);
     assert_eq!(code, 2);
-    assert!(err.contains("revision `no-such-branch` does not exist"), "{err}");
+    assert!(
+        err.contains("revision `no-such-branch` does not exist"),
+        "{err}"
+    );
     let (code, _, err) = rampart(f.dir.path(), &["--from", "HEAD~1", "no/such/dir"]);
     assert_eq!(code, 2);
     assert!(err.contains("path `no/such/dir` does not exist"), "{err}");

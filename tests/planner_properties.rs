@@ -121,7 +121,9 @@ impl ClusterGen {
         v
     }
     fn fence_devices(&self) -> Vec<String> {
-        let mut v: Vec<String> = (0..self.nodes.len()).map(|i| format!("{}-bmc", self.hypervisor(i))).collect();
+        let mut v: Vec<String> = (0..self.nodes.len())
+            .map(|i| format!("{}-bmc", self.hypervisor(i)))
+            .collect();
         if self.nodes.iter().any(|n| n.levels > 1) {
             v.push("pdu".into());
         }
@@ -153,7 +155,10 @@ impl ClusterGen {
                 mem += v.memory_gib;
             }
         }
-        (self.nodes[n].cpus.max(cpus), self.nodes[n].memory_gib.max(mem))
+        (
+            self.nodes[n].cpus.max(cpus),
+            self.nodes[n].memory_gib.max(mem),
+        )
     }
     /// The cluster after a `Reconfigure` event.
     fn reconfigured(&self, v: usize, k: u8) -> ClusterGen {
@@ -200,7 +205,9 @@ impl Case {
             Event::FenceWorks(d) => format!("fence device {} works", self.device(d)),
             Event::Drain(n) => format!("drain {}", self.hypervisor(n)),
             Event::Undrain(n) => format!("undrain {}", self.hypervisor(n)),
-            Event::ActionFails(n, v, k) => format!("`{}` fails on {}", self.action(v, k), self.node(n)),
+            Event::ActionFails(n, v, k) => {
+                format!("`{}` fails on {}", self.action(v, k), self.node(n))
+            }
             Event::ActionsWork(n) => format!("every action works again on {}", self.node(n)),
             Event::Reconfigure(v, k) => {
                 let vm = self.cluster.vm(v % self.cluster.vms.len());
@@ -245,9 +252,17 @@ impl fmt::Debug for Case {
             let storage = match v.storage {
                 Storage::Drbd(a, b) => format!("drbd on {},{}", c.hypervisor(a), c.hypervisor(b)),
                 Storage::Local(a) => format!("pinned to {}", c.hypervisor(a)),
-                Storage::Shared => format!("shared{}", if v.live { ", live migration" } else { "" }),
+                Storage::Shared => {
+                    format!("shared{}", if v.live { ", live migration" } else { "" })
+                }
             };
-            write!(f, "  vm {}: {} CPUs {}GiB, {storage}", c.vm(i), v.cpus, v.memory_gib)?;
+            write!(
+                f,
+                "  vm {}: {} CPUs {}GiB, {storage}",
+                c.vm(i),
+                v.cpus,
+                v.memory_gib
+            )?;
             if let Some(j) = c.anti_of(i) {
                 write!(f, ", anti-affine with {}", c.vm(j))?;
             }
@@ -268,7 +283,13 @@ impl fmt::Debug for Case {
 }
 
 fn cluster_strategy() -> impl Strategy<Value = ClusterGen> {
-    (2usize..=5, any::<bool>(), prop::bool::weighted(0.3), prop::bool::weighted(0.3), any::<bool>())
+    (
+        2usize..=5,
+        any::<bool>(),
+        prop::bool::weighted(0.3),
+        prop::bool::weighted(0.3),
+        any::<bool>(),
+    )
         .prop_flat_map(|(n, witness, failback, no_quorum_stop, edge_vip)| {
             // Every VM (at most 4 CPUs, 8GiB) fits on an empty node.
             let node = (4u32..=16, 8u32..=48, any::<bool>(), 1u8..=2, any::<bool>()).prop_map(
@@ -294,16 +315,18 @@ fn cluster_strategy() -> impl Strategy<Value = ClusterGen> {
                 any::<bool>(),
                 any::<bool>(),
             )
-                .prop_map(|(storage, cpus, memory_gib, anti, vip, live, prefer_second)| VmGen {
-                    storage,
-                    cpus,
-                    memory_gib,
-                    anti,
-                    vip,
-                    live,
-                    prefer_second,
-                    removed: false,
-                });
+                .prop_map(
+                    |(storage, cpus, memory_gib, anti, vip, live, prefer_second)| VmGen {
+                        storage,
+                        cpus,
+                        memory_gib,
+                        anti,
+                        vip,
+                        live,
+                        prefer_second,
+                        removed: false,
+                    },
+                );
             (
                 prop::collection::vec(node, n),
                 Just(witness),
@@ -312,14 +335,16 @@ fn cluster_strategy() -> impl Strategy<Value = ClusterGen> {
                 Just(edge_vip),
                 prop::collection::vec(vm, 1..=12),
             )
-                .prop_map(|(nodes, witness, failback, no_quorum_stop, edge_vip, vms)| ClusterGen {
-                    nodes,
-                    witness,
-                    failback,
-                    no_quorum_stop,
-                    edge_vip,
-                    vms,
-                })
+                .prop_map(
+                    |(nodes, witness, failback, no_quorum_stop, edge_vip, vms)| ClusterGen {
+                        nodes,
+                        witness,
+                        failback,
+                        no_quorum_stop,
+                        edge_vip,
+                        vms,
+                    },
+                )
         })
 }
 
@@ -341,7 +366,10 @@ fn event_strategy() -> impl Strategy<Value = Event> {
 }
 
 fn case_strategy() -> impl Strategy<Value = Case> {
-    (cluster_strategy(), prop::collection::vec(event_strategy(), 1..=25))
+    (
+        cluster_strategy(),
+        prop::collection::vec(event_strategy(), 1..=25),
+    )
         .prop_map(|(cluster, events)| Case { cluster, events })
 }
 
@@ -356,7 +384,11 @@ fn write_manifests(c: &ClusterGen, dir: &Path) {
     )
     .unwrap();
     for (i, d) in c.fence_devices().iter().enumerate() {
-        let agent = if d == "pdu" { "fence_apc_snmp" } else { "fence_ipmilan" };
+        let agent = if d == "pdu" {
+            "fence_apc_snmp"
+        } else {
+            "fence_ipmilan"
+        };
         writeln!(
             cluster,
             "---\napiVersion: rampart.dev/v1alpha1\nkind: FenceDevice\nmetadata:\n  name: {d}\nspec:\n  agent:\n    name: {agent}\n    parameters:\n      ip: 10.0.1.{}",
@@ -369,7 +401,11 @@ fn write_manifests(c: &ClusterGen, dir: &Path) {
     let mut nodes = String::new();
     for (i, n) in c.nodes.iter().enumerate() {
         let name = c.hypervisor(i);
-        writeln!(nodes, "---\napiVersion: rampart.dev/v1alpha1\nkind: Node\nmetadata:\n  name: {name}").unwrap();
+        writeln!(
+            nodes,
+            "---\napiVersion: rampart.dev/v1alpha1\nkind: Node\nmetadata:\n  name: {name}"
+        )
+        .unwrap();
         if c.edge_vip && (n.edge || i == 0) {
             writeln!(nodes, "  labels:\n    edge: \"true\"").unwrap();
         }
@@ -382,7 +418,12 @@ fn write_manifests(c: &ClusterGen, dir: &Path) {
         )
         .unwrap();
         if n.levels > 1 {
-            writeln!(nodes, "    - devices:\n        - device: pdu\n          plug: \"{}\"", i + 1).unwrap();
+            writeln!(
+                nodes,
+                "    - devices:\n        - device: pdu\n          plug: \"{}\"",
+                i + 1
+            )
+            .unwrap();
         }
         if n.watchdog {
             writeln!(nodes, "  watchdog:\n    timeout: 10s").unwrap();
@@ -478,17 +519,25 @@ struct Log(Vec<String>);
 impl Log {
     fn step(&mut self, s: &Step) {
         for (req, ok, _) in &s.fence_results {
-            self.0.push(format!("{} fence {} level {}: {}", s.at, req.node, req.level, if *ok { "off" } else { "FAILED" }));
+            self.0.push(format!(
+                "{} fence {} level {}: {}",
+                s.at,
+                req.node,
+                req.level,
+                if *ok { "off" } else { "FAILED" }
+            ));
         }
         for a in &s.actions {
             if let Some(g) = a.took_generation {
-                self.0.push(format!("{} {}: takes generation {g}", s.at, a.node));
+                self.0
+                    .push(format!("{} {}: takes generation {g}", s.at, a.node));
             }
             for d in &a.done {
                 self.0.push(format!("{} {}: {d}", s.at, a.node));
             }
             if let Some((act, err)) = &a.failed {
-                self.0.push(format!("{} {}: {act} FAILED: {err}", s.at, a.node));
+                self.0
+                    .push(format!("{} {}: {act} FAILED: {err}", s.at, a.node));
             }
         }
         for v in &s.violations {
@@ -505,15 +554,26 @@ impl Log {
 }
 
 fn fail(log: &Log, msg: String) -> TestCaseError {
-    TestCaseError::fail(format!("{msg}\nlast simulation log lines:\n{}", log.tail(60)))
+    TestCaseError::fail(format!(
+        "{msg}\nlast simulation log lines:\n{}",
+        log.tail(60)
+    ))
 }
 
 fn check_safety(e: &Engine, log: &Log, when: &str) -> Result<(), TestCaseError> {
     if e.violations.is_empty() {
         return Ok(());
     }
-    let v: Vec<String> = e.violations.iter().take(10).map(|(t, v)| format!("  {t}: {v}")).collect();
-    Err(fail(log, format!("invariant violated {when}:\n{}", v.join("\n"))))
+    let v: Vec<String> = e
+        .violations
+        .iter()
+        .take(10)
+        .map(|(t, v)| format!("  {t}: {v}"))
+        .collect();
+    Err(fail(
+        log,
+        format!("invariant violated {when}:\n{}", v.join("\n")),
+    ))
 }
 
 /// Every VM that could run somewhere runs, on exactly one node.
@@ -523,14 +583,20 @@ fn check_liveness(e: &Engine, log: &Log) -> Result<(), TestCaseError> {
     for (n, x) in &e.world.nodes {
         for (vm, o) in &x.host.vms {
             if o.state.is_active() && !d.vms.contains_key(vm) {
-                return Err(fail(log, format!("vm {vm} was deleted from the manifests but still runs on {n}")));
+                return Err(fail(
+                    log,
+                    format!("vm {vm} was deleted from the manifests but still runs on {n}"),
+                ));
             }
         }
     }
     let mut used: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
     for (vm, nodes) in &running {
         if nodes.len() > 1 {
-            return Err(fail(log, format!("vm {vm} runs on {}", nodes.join(" and "))));
+            return Err(fail(
+                log,
+                format!("vm {vm} runs on {}", nodes.join(" and ")),
+            ));
         }
         for n in nodes {
             let u = used.entry(n.as_str()).or_default();
@@ -553,7 +619,10 @@ fn check_liveness(e: &Engine, log: &Log) -> Result<(), TestCaseError> {
                 .any(|o| running.get(o).is_some_and(|ns| ns.contains(c)));
             let host = &e.world.nodes[c].host;
             let disks = vm.volumes.iter().all(|v| match &d.volumes[v].kind {
-                VolumeKind::Drbd { .. } => host.volumes.get(v).is_some_and(|x| x.disk == DiskState::UpToDate),
+                VolumeKind::Drbd { .. } => host
+                    .volumes
+                    .get(v)
+                    .is_some_and(|x| x.disk == DiskState::UpToDate),
                 _ => true,
             });
             if room && !anti && disks {
@@ -577,7 +646,10 @@ fn check_liveness(e: &Engine, log: &Log) -> Result<(), TestCaseError> {
 /// What the planner would wait on now.
 fn pending_now(e: &Engine) -> Vec<String> {
     let plan = rampart::planner::plan(&e.desired, &e.observe(), &e.placement, e.now);
-    plan.pending.iter().map(|p| format!("{}: {}", p.subject, p.wait)).collect()
+    plan.pending
+        .iter()
+        .map(|p| format!("{}: {}", p.subject, p.wait))
+        .collect()
 }
 
 fn run_case(case: &Case, desired: Desired) -> Result<(), TestCaseError> {
@@ -680,7 +752,10 @@ fn run_case(case: &Case, desired: Desired) -> Result<(), TestCaseError> {
     }
     check_safety(&e, &log, "while recovering")?;
     if !settled {
-        return Err(fail(&log, format!("the cluster did not settle within {MAX} rounds after recovery")));
+        return Err(fail(
+            &log,
+            format!("the cluster did not settle within {MAX} rounds after recovery"),
+        ));
     }
     check_liveness(&e, &log)
 }

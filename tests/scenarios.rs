@@ -93,7 +93,10 @@ fn scenarios() {
                 std::fs::write(&path, &actual).unwrap();
                 eprintln!("updated {}", path.display());
             } else {
-                failures.push(format!("{name}: plan differs\n{}", diff(&expected, &actual)));
+                failures.push(format!(
+                    "{name}: plan differs\n{}",
+                    diff(&expected, &actual)
+                ));
             }
         }
     }
@@ -105,5 +108,10 @@ fn scenarios() {
         "only {} scenarios under tests/scenarios (want at least {MIN_SCENARIOS})",
         dirs.len()
     );
-    assert!(failures.is_empty(), "{} of {} scenarios failed (see above)", failures.len(), dirs.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} scenarios failed (see above)",
+        failures.len(),
+        dirs.len()
+    );
 }

@@ -111,7 +111,10 @@ fn the_schema_rejects_what_the_parser_rejects() {
         ("/spec/role", serde_json::json!("king")),
         ("/kind", serde_json::json!("Banana")),
         ("/apiVersion", serde_json::json!("v1")),
-        ("/spec/capacity", serde_json::json!({"cpus": 4, "memory": 4096})),
+        (
+            "/spec/capacity",
+            serde_json::json!({"cpus": 4, "memory": 4096}),
+        ),
         ("/spec/watchdog", serde_json::json!({"timeout": 10})),
     ];
     for (pointer, value) in bad {
@@ -122,10 +125,17 @@ fn the_schema_rejects_what_the_parser_rejects() {
             .as_object_mut()
             .unwrap()
             .insert(key.to_string(), value.clone());
-        assert!(!validator.is_valid(&doc), "schema accepts {pointer} = {value}");
+        assert!(
+            !validator.is_valid(&doc),
+            "schema accepts {pointer} = {value}"
+        );
         // The parser rejects the same document, for its shape.
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("n.yaml"), serde_yaml::to_string(&doc).unwrap()).unwrap();
+        std::fs::write(
+            dir.path().join("n.yaml"),
+            serde_yaml::to_string(&doc).unwrap(),
+        )
+        .unwrap();
         let report = rampart::manifest::check(&rampart::source::fs::Paths::new([dir.path()]));
         let codes: Vec<&str> = report.rendered().iter().map(|d| d.code).collect();
         assert!(

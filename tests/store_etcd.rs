@@ -117,7 +117,10 @@ async fn one_member_keeps_each_prefix_to_itself() {
 
         let (kvs, _) = a.range(b"").await.unwrap();
         assert_eq!(kvs.len(), 1);
-        assert_eq!((kvs[0].key.as_slice(), kvs[0].value.as_slice()), (&b"k"[..], &b"from a"[..]));
+        assert_eq!(
+            (kvs[0].key.as_slice(), kvs[0].value.as_slice()),
+            (&b"k"[..], &b"from a"[..])
+        );
 
         let mut raw = cluster.raw_client().await;
         let stored = raw
@@ -128,9 +131,15 @@ async fn one_member_keeps_each_prefix_to_itself() {
         assert_eq!(keys, [&b"team-a/k"[..], &b"team-b/k"[..]]);
 
         // Deleting "everything" in b leaves a alone, and a's watch sees only a's keys.
-        b.txn(Txn::new().and_then([Op::delete_prefix("")])).await.unwrap();
+        b.txn(Txn::new().and_then([Op::delete_prefix("")]))
+            .await
+            .unwrap();
         assert!(a.get(b"k").await.unwrap().is_some());
-        let got = timeout(secs(5), watch_a.next()).await.unwrap().unwrap().unwrap();
+        let got = timeout(secs(5), watch_a.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(got.revision, rev_a);
         assert_eq!(got.events[0].key(), b"k");
         assert!(timeout(millis(300), watch_a.next()).await.is_err());
@@ -146,7 +155,11 @@ async fn addresses_that_cannot_be_served_are_refused_clearly() {
         .expect("no TLS in this build")
         .to_string();
     assert!(err.contains("etcd-tls feature"), "{err}");
-    let err = EtcdStore::connect("etcd://127.0.0.1:0/x").await.err().unwrap().to_string();
+    let err = EtcdStore::connect("etcd://127.0.0.1:0/x")
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("port"), "{err}");
     let err = connect_cluster("etcd://127.0.0.1:2379").err().unwrap();
     assert!(err.contains("no /PREFIX"), "{err}");
@@ -186,30 +199,62 @@ async fn one_member_outage_fails_calls_then_recovery_keeps_the_lease() {
     let budget = options.call_timeout;
     let store = connect(&cluster, "outage", options).await;
     let lease = store.grant_lease(secs(5)).await.unwrap();
-    let written = store.put(b"nodes/hv1/alive", b"", Some(lease)).await.unwrap();
+    let written = store
+        .put(b"nodes/hv1/alive", b"", Some(lease))
+        .await
+        .unwrap();
     let mut watch = store.watch(b"", None).await.unwrap();
 
     cluster.kill(0);
     let killed = Instant::now();
     for (what, err) in [
-        ("get", store.get(b"nodes/hv1/alive").await.map(|_| ()).unwrap_err()),
-        ("put", store.put(b"x", b"", None).await.map(|_| ()).unwrap_err()),
-        ("keep_alive", store.keep_alive(lease).await.map(|_| ()).unwrap_err()),
-        ("grant_lease", store.grant_lease(secs(5)).await.map(|_| ()).unwrap_err()),
-        ("current_revision", store.current_revision().await.map(|_| ()).unwrap_err()),
+        (
+            "get",
+            store.get(b"nodes/hv1/alive").await.map(|_| ()).unwrap_err(),
+        ),
+        (
+            "put",
+            store.put(b"x", b"", None).await.map(|_| ()).unwrap_err(),
+        ),
+        (
+            "keep_alive",
+            store.keep_alive(lease).await.map(|_| ()).unwrap_err(),
+        ),
+        (
+            "grant_lease",
+            store.grant_lease(secs(5)).await.map(|_| ()).unwrap_err(),
+        ),
+        (
+            "current_revision",
+            store.current_revision().await.map(|_| ()).unwrap_err(),
+        ),
     ] {
         assert!(err.is_retryable(), "{what}: {err:?}");
-        assert!(matches!(err, StoreError::Unavailable { .. } | StoreError::Timeout), "{what}: {err:?}");
+        assert!(
+            matches!(err, StoreError::Unavailable { .. } | StoreError::Timeout),
+            "{what}: {err:?}"
+        );
     }
     let five_calls = killed.elapsed();
     println!("five calls during the outage took {five_calls:?} in all (budget {budget:?} each)");
-    assert!(five_calls < budget * 5 + secs(1), "calls are bounded by their budget");
+    assert!(
+        five_calls < budget * 5 + secs(1),
+        "calls are bounded by their budget"
+    );
 
     // The open watch tries to resume, gives up, says so, and ends.
-    let told = timeout(secs(10), watch.next()).await.expect("the watch reports the outage");
-    assert!(matches!(told, Some(Err(StoreError::Unavailable { .. }))), "{told:?}");
+    let told = timeout(secs(10), watch.next())
+        .await
+        .expect("the watch reports the outage");
+    assert!(
+        matches!(told, Some(Err(StoreError::Unavailable { .. }))),
+        "{told:?}"
+    );
     assert!(watch.next().await.is_none());
-    println!("the watch reported the outage {:?} after the kill", killed.elapsed());
+    println!(
+        "the watch reported the outage {:?} after the kill",
+        killed.elapsed()
+    );
 
     cluster.restart(0).await;
     let outage = killed.elapsed();
@@ -225,7 +270,15 @@ async fn one_member_outage_fails_calls_then_recovery_keeps_the_lease() {
     );
     let mut watch = store.watch(b"", Some(written + 1)).await.unwrap();
     let rev = store.put(b"x", b"", None).await.unwrap();
-    assert_eq!(timeout(secs(5), watch.next()).await.unwrap().unwrap().unwrap().revision, rev);
+    assert_eq!(
+        timeout(secs(5), watch.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+            .revision,
+        rev
+    );
 }
 
 /// (revision, key) of every event a watch delivered.
@@ -242,7 +295,11 @@ struct Call {
 type CallLog = Arc<Mutex<Vec<Call>>>;
 
 /// Writes one new key after another (10 ms apart) until `stop`, logging every call.
-fn spawn_writer(store: Arc<EtcdStore>, prefix: &'static str, stop: Arc<AtomicBool>) -> (CallLog, tokio::task::JoinHandle<()>) {
+fn spawn_writer(
+    store: Arc<EtcdStore>,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+) -> (CallLog, tokio::task::JoinHandle<()>) {
     let log: CallLog = Arc::default();
     let task = {
         let log = log.clone();
@@ -251,8 +308,15 @@ fn spawn_writer(store: Arc<EtcdStore>, prefix: &'static str, stop: Arc<AtomicBoo
             while !stop.load(Ordering::Relaxed) {
                 let key = format!("{prefix}{n:06}");
                 let start = Instant::now();
-                let result = store.put(key.as_bytes(), b"v", None).await.map_err(|e| format!("{e:?}"));
-                log.lock().unwrap().push(Call { start, end: Instant::now(), result });
+                let result = store
+                    .put(key.as_bytes(), b"v", None)
+                    .await
+                    .map_err(|e| format!("{e:?}"));
+                log.lock().unwrap().push(Call {
+                    start,
+                    end: Instant::now(),
+                    result,
+                });
                 n += 1;
                 tokio::time::sleep(millis(10)).await;
             }
@@ -262,7 +326,11 @@ fn spawn_writer(store: Arc<EtcdStore>, prefix: &'static str, stop: Arc<AtomicBoo
 }
 
 /// Renews the lease every 200 ms until `stop` or until it is lost, logging every call.
-fn spawn_keeper(store: Arc<EtcdStore>, lease: LeaseId, stop: Arc<AtomicBool>) -> (CallLog, tokio::task::JoinHandle<()>) {
+fn spawn_keeper(
+    store: Arc<EtcdStore>,
+    lease: LeaseId,
+    stop: Arc<AtomicBool>,
+) -> (CallLog, tokio::task::JoinHandle<()>) {
     let log: CallLog = Arc::default();
     let task = {
         let log = log.clone();
@@ -274,7 +342,9 @@ fn spawn_keeper(store: Arc<EtcdStore>, lease: LeaseId, stop: Arc<AtomicBool>) ->
                 log.lock().unwrap().push(Call {
                     start,
                     end: Instant::now(),
-                    result: result.map(|ttl| ttl.as_secs() as i64).map_err(|e| format!("{e:?}")),
+                    result: result
+                        .map(|ttl| ttl.as_secs() as i64)
+                        .map_err(|e| format!("{e:?}")),
                 });
                 if lost {
                     return;
@@ -298,7 +368,10 @@ struct Impact {
 }
 
 fn impact(log: &[Call], at: Instant, until: Instant) -> Impact {
-    let window: Vec<&Call> = log.iter().filter(|c| c.end >= at && c.start <= until).collect();
+    let window: Vec<&Call> = log
+        .iter()
+        .filter(|c| c.end >= at && c.start <= until)
+        .collect();
     let unavailable = window
         .iter()
         .find(|c| c.start >= at && c.result.is_ok())
@@ -320,7 +393,11 @@ fn impact(log: &[Call], at: Instant, until: Instant) -> Impact {
         longest_gap,
         failed: window.iter().filter(|c| c.result.is_err()).count(),
         calls: window.len(),
-        slowest: window.iter().map(|c| c.end - c.start).max().unwrap_or_default(),
+        slowest: window
+            .iter()
+            .map(|c| c.end - c.start)
+            .max()
+            .unwrap_or_default(),
     }
 }
 
@@ -526,7 +603,12 @@ async fn deposed_controller_cannot_write_across_an_etcd_leader_change() {
         let won = a.txn(campaign("controller-a", lease_a)).await.unwrap();
         assert!(won.succeeded);
         let a_rev = won.revision;
-        assert!(a.txn(guarded("controller-a", a_rev, "gen 1 by a")).await.unwrap().succeeded);
+        assert!(
+            a.txn(guarded("controller-a", a_rev, "gen 1 by a"))
+                .await
+                .unwrap()
+                .succeeded
+        );
 
         let lease_b = b.grant_lease(secs(5)).await.unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -541,14 +623,28 @@ async fn deposed_controller_cannot_write_across_an_etcd_leader_change() {
                 Ok(resp) if resp.succeeded => break resp.revision,
                 Ok(_) | Err(_) => {}
             }
-            assert!(deposed_at.elapsed() < secs(20), "controller B never got elected");
+            assert!(
+                deposed_at.elapsed() < secs(20),
+                "controller B never got elected"
+            );
             tokio::time::sleep(millis(100)).await;
         };
-        println!("controller B elected {:?} after the etcd leader died and A stalled", deposed_at.elapsed());
-        assert!(b.txn(guarded("controller-b", b_rev, "gen 2 by b")).await.unwrap().succeeded);
+        println!(
+            "controller B elected {:?} after the etcd leader died and A stalled",
+            deposed_at.elapsed()
+        );
+        assert!(
+            b.txn(guarded("controller-b", b_rev, "gen 2 by b"))
+                .await
+                .unwrap()
+                .succeeded
+        );
 
         // A wakes up and writes what it planned.
-        match a.txn(guarded("controller-a", a_rev, "gen 1 again by a")).await {
+        match a
+            .txn(guarded("controller-a", a_rev, "gen 1 again by a"))
+            .await
+        {
             Ok(resp) => assert!(!resp.succeeded, "the deposed controller's write applied"),
             Err(e) => assert!(e.is_retryable(), "{e:?}"),
         }

@@ -61,8 +61,10 @@ contract_tests!(
 #[tokio::test(start_paused = true)]
 async fn watch_from_a_compacted_revision_fails() {
     // Five events of history: revisions 6..=10 are kept after ten puts.
-    contract::watch_from_a_compacted_revision_fails(&Ctx::paused(MemoryStore::with_history_limit(5)))
-        .await;
+    contract::watch_from_a_compacted_revision_fails(&Ctx::paused(MemoryStore::with_history_limit(
+        5,
+    )))
+    .await;
 }
 
 #[tokio::test(start_paused = true)]

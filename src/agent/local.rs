@@ -71,7 +71,11 @@ impl LocalResources {
     pub fn from_desired(d: &crate::model::Desired) -> Self {
         use crate::model::VipFollows;
         LocalResources {
-            vip_addresses: d.vips.iter().map(|(n, v)| (n.clone(), v.address.clone())).collect(),
+            vip_addresses: d
+                .vips
+                .iter()
+                .map(|(n, v)| (n.clone(), v.address.clone()))
+                .collect(),
             vip_vm: d
                 .vips
                 .iter()
@@ -134,14 +138,20 @@ pub fn actions(assignment: &Assignment, host: &HostReport, res: &LocalResources)
             Some(VolumeRole::Primary) => {}
             Some(VolumeRole::Secondary) => {
                 if obs.role == DrbdRole::Primary {
-                    out.push(Action::Demote { volume: vol.clone() });
+                    out.push(Action::Demote {
+                        volume: vol.clone(),
+                    });
                 }
             }
             None => {
                 if obs.role == DrbdRole::Primary {
-                    out.push(Action::Demote { volume: vol.clone() });
+                    out.push(Action::Demote {
+                        volume: vol.clone(),
+                    });
                 }
-                out.push(Action::DownVolume { volume: vol.clone() });
+                out.push(Action::DownVolume {
+                    volume: vol.clone(),
+                });
             }
         }
     }
@@ -149,10 +159,14 @@ pub fn actions(assignment: &Assignment, host: &HostReport, res: &LocalResources)
     for (vol, role) in &assignment.volumes {
         let obs = host.volumes.get(vol);
         if obs.is_none() {
-            out.push(Action::UpVolume { volume: vol.clone() });
+            out.push(Action::UpVolume {
+                volume: vol.clone(),
+            });
         }
         if *role == VolumeRole::Primary && obs.is_none_or(|o| o.role != DrbdRole::Primary) {
-            out.push(Action::Promote { volume: vol.clone() });
+            out.push(Action::Promote {
+                volume: vol.clone(),
+            });
         }
     }
     // 6. VMs to start.
@@ -228,8 +242,12 @@ mod tests {
         assert_eq!(
             got,
             vec![
-                Action::UpVolume { volume: "www".into() },
-                Action::Promote { volume: "www".into() },
+                Action::UpVolume {
+                    volume: "www".into()
+                },
+                Action::Promote {
+                    volume: "www".into()
+                },
                 Action::StartVm { vm: "www".into() },
                 Action::AddAddress {
                     vip: "www-ip".into(),
@@ -244,7 +262,13 @@ mod tests {
         let host = HostReport {
             generation: 1,
             volumes: [("www".to_string(), drbd(DrbdRole::Primary))].into(),
-            vms: [("www".to_string(), VmObserved { state: VmState::Running })].into(),
+            vms: [(
+                "www".to_string(),
+                VmObserved {
+                    state: VmState::Running,
+                },
+            )]
+            .into(),
             addresses: ["192.0.2.10/24".to_string()].into(),
             last_error: None,
             artifacts: Default::default(),
@@ -262,7 +286,9 @@ mod tests {
                     address: "192.0.2.10/24".into()
                 },
                 Action::StopVm { vm: "www".into() },
-                Action::Demote { volume: "www".into() },
+                Action::Demote {
+                    volume: "www".into()
+                },
             ]
         );
         assert_eq!(self_demote(&host, &res()), actions(&a, &host, &res()));

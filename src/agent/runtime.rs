@@ -121,12 +121,20 @@ pub async fn run(
                     if list.is_empty() {
                         st.demoted = true;
                     } else {
-                        emit(&events, &me, "cannot renew its lease: stops everything (self-demotion)".into());
+                        emit(
+                            &events,
+                            &me,
+                            "cannot renew its lease: stops everything (self-demotion)".into(),
+                        );
                         stats.lock().unwrap().self_demotions += 1;
                         for a in &list {
                             match drivers.apply(a).await {
                                 Ok(()) => emit(&events, &me, a.to_string()),
-                                Err(e) => emit(&events, &me, format!("{a} FAILED during self-demotion: {e}")),
+                                Err(e) => emit(
+                                    &events,
+                                    &me,
+                                    format!("{a} FAILED during self-demotion: {e}"),
+                                ),
                             }
                         }
                     }
@@ -141,7 +149,11 @@ pub async fn run(
         // Take a newer assignment (S4).
         match cs.get::<Assignment>(&cs.assignment_key(&me)).await {
             Ok(Some(a)) if a.generation > st.held.generation => {
-                emit(&events, &me, format!("takes assignment generation {}", a.generation));
+                emit(
+                    &events,
+                    &me,
+                    format!("takes assignment generation {}", a.generation),
+                );
                 st.held = a;
                 st.backoff = Duration::ZERO;
                 st.retry_at = Instant::now();
@@ -186,10 +198,10 @@ pub async fn run(
         // Report what the host has now.
         if let Ok(mut report) = drivers.observe(st.held.generation).await {
             report.last_error = st.last_error.clone();
-            if st.last_report.as_ref() != Some(&report) {
-                if cs.put(&cs.report_key(&me), &report, None).await.is_ok() {
-                    st.last_report = Some(report);
-                }
+            if st.last_report.as_ref() != Some(&report)
+                && cs.put(&cs.report_key(&me), &report, None).await.is_ok()
+            {
+                st.last_report = Some(report);
             }
         }
     }
@@ -202,7 +214,9 @@ async fn renew(cs: &ClusterStore, opts: &AgentOptions, st: &mut State) -> bool {
         None => {
             let granted: Result<LeaseId, StoreError> = async {
                 let lease = cs.store.grant_lease(opts.lease_ttl).await?;
-                cs.store.put(&cs.lease_key(&opts.node), b"alive", Some(lease)).await?;
+                cs.store
+                    .put(&cs.lease_key(&opts.node), b"alive", Some(lease))
+                    .await?;
                 Ok(lease)
             }
             .await;

@@ -218,10 +218,17 @@ pub fn render_text(s: &ClusterStatus) -> String {
     let mut out = String::new();
     writeln!(out, "leader: {}", s.leader.as_deref().unwrap_or("NONE")).unwrap();
     if let Some(src) = &s.source {
-        let applied = src.pointer("/applied/commit").and_then(|v| v.as_str()).unwrap_or("none");
+        let applied = src
+            .pointer("/applied/commit")
+            .and_then(|v| v.as_str())
+            .unwrap_or("none");
         writeln!(out, "revision: {applied}").unwrap();
         if let Some(r) = src.pointer("/refused/commit").and_then(|v| v.as_str()) {
-            writeln!(out, "REFUSED revision {r}: see `rampart status -o json` for why").unwrap();
+            writeln!(
+                out,
+                "REFUSED revision {r}: see `rampart status -o json` for why"
+            )
+            .unwrap();
         }
     }
     if s.maintenance {
@@ -249,13 +256,21 @@ pub fn render_text(s: &ClusterStatus) -> String {
     }
     writeln!(out, "\nvms:").unwrap();
     for (vm, l) in &s.vms {
-        let on = if l.running_on.is_empty() { "-".to_string() } else { l.running_on.join(",") };
+        let on = if l.running_on.is_empty() {
+            "-".to_string()
+        } else {
+            l.running_on.join(",")
+        };
         writeln!(out, "  {vm:12} {on:12} {}", l.state).unwrap();
     }
     if !s.volumes.is_empty() {
         writeln!(out, "\nvolumes:").unwrap();
         for (v, l) in &s.volumes {
-            let p = if l.primary.is_empty() { "-".to_string() } else { l.primary.join(",") };
+            let p = if l.primary.is_empty() {
+                "-".to_string()
+            } else {
+                l.primary.join(",")
+            };
             writeln!(
                 out,
                 "  {v:12} primary {p:12} secondary {}{}",
@@ -268,7 +283,16 @@ pub fn render_text(s: &ClusterStatus) -> String {
     if !s.vips.is_empty() {
         writeln!(out, "\naddresses:").unwrap();
         for (v, on) in &s.vips {
-            writeln!(out, "  {v:12} {}", if on.is_empty() { "-".to_string() } else { on.join(",") }).unwrap();
+            writeln!(
+                out,
+                "  {v:12} {}",
+                if on.is_empty() {
+                    "-".to_string()
+                } else {
+                    on.join(",")
+                }
+            )
+            .unwrap();
         }
     }
     if !s.pending.is_empty() {

@@ -48,7 +48,10 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Change the operations record with a compare-and-swap, so two admins can't lose each
 /// other's change.
-async fn update_operations(cs: &ClusterStore, f: impl Fn(&mut Operations)) -> Result<Operations, String> {
+async fn update_operations(
+    cs: &ClusterStore,
+    f: impl Fn(&mut Operations),
+) -> Result<Operations, String> {
     let key = cs.operations_key();
     for _ in 0..10 {
         let current = cs.store.get(&key).await.map_err(|e| e.to_string())?;
@@ -63,7 +66,13 @@ async fn update_operations(cs: &ClusterStore, f: impl Fn(&mut Operations)) -> Re
         let txn = Txn::new()
             .when([guard])
             .and_then([Op::put(key.clone(), serde_json::to_vec(&ops).unwrap())]);
-        if cs.store.txn(txn).await.map_err(|e| e.to_string())?.succeeded {
+        if cs
+            .store
+            .txn(txn)
+            .await
+            .map_err(|e| e.to_string())?
+            .succeeded
+        {
             return Ok(ops);
         }
     }
@@ -80,7 +89,15 @@ pub struct MaintenanceArgs {
 
 pub fn maintenance(args: MaintenanceArgs) -> u8 {
     let on = args.state == "on";
-    run_ops(&args.store.store, move |o| o.maintenance = on, if on { "maintenance mode on: placement frozen" } else { "maintenance mode off" })
+    run_ops(
+        &args.store.store,
+        move |o| o.maintenance = on,
+        if on {
+            "maintenance mode on: placement frozen"
+        } else {
+            "maintenance mode off"
+        },
+    )
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,7 +109,11 @@ pub struct DrainArgs {
 
 pub fn drain(args: DrainArgs, on: bool) -> u8 {
     let node = args.node.clone();
-    let msg = if on { format!("{node} drained: its work moves off") } else { format!("{node} undrained") };
+    let msg = if on {
+        format!("{node} drained: its work moves off")
+    } else {
+        format!("{node} undrained")
+    };
     run_ops(
         &args.store.store,
         move |o| {
@@ -236,13 +257,15 @@ pub fn status(args: StatusArgs) -> u8 {
                     print!("{}", status::render_text(&status::from_view(&view)));
                 }
                 StatusOutput::Json => print_json(&status::from_view(&view)),
-                StatusOutput::Yaml => match serde_yaml::to_string(&status::snapshot(&view, unix_now())) {
-                    Ok(s) => print!("{s}"),
-                    Err(e) => {
-                        eprintln!("rampart status: {e}");
-                        return EXIT_ERROR;
+                StatusOutput::Yaml => {
+                    match serde_yaml::to_string(&status::snapshot(&view, unix_now())) {
+                        Ok(s) => print!("{s}"),
+                        Err(e) => {
+                            eprintln!("rampart status: {e}");
+                            return EXIT_ERROR;
+                        }
                     }
-                },
+                }
             }
             if !args.watch {
                 return EXIT_OK;

@@ -54,7 +54,13 @@ async fn serve(listen: Option<SocketAddr>, router: axum::Router) -> Result<(), u
         eprintln!("rampart: cannot listen on {addr}: {e}");
         EXIT_ERROR
     })?;
-    println!("api listening on {}", listener.local_addr().map(|a| a.to_string()).unwrap_or_default());
+    println!(
+        "api listening on {}",
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });
@@ -95,12 +101,48 @@ impl Served for AgentServed {
         let s = self.0.lock().unwrap();
         let l = format!("node=\"{}\"", s.node);
         let mut out = String::new();
-        metric(&mut out, "rampart_agent_lease_healthy", "gauge", "1 while the agent holds a live lease.", &[(l.clone(), f64::from(u8::from(s.lease_healthy)))]);
-        metric(&mut out, "rampart_agent_generation", "gauge", "Generation of the assignment the agent holds.", &[(l.clone(), s.held_generation as f64)]);
-        metric(&mut out, "rampart_agent_reconciles_total", "counter", "Reconcile passes.", &[(l.clone(), s.reconciles as f64)]);
-        metric(&mut out, "rampart_agent_actions_total", "counter", "Actions carried out on the host.", &[(l.clone(), s.actions as f64)]);
-        metric(&mut out, "rampart_agent_failed_actions_total", "counter", "Reconcile passes that stopped at a failed action.", &[(l.clone(), s.failed_actions as f64)]);
-        metric(&mut out, "rampart_agent_self_demotions_total", "counter", "Times the agent stopped everything because it could not renew its lease.", &[(l, s.self_demotions as f64)]);
+        metric(
+            &mut out,
+            "rampart_agent_lease_healthy",
+            "gauge",
+            "1 while the agent holds a live lease.",
+            &[(l.clone(), f64::from(u8::from(s.lease_healthy)))],
+        );
+        metric(
+            &mut out,
+            "rampart_agent_generation",
+            "gauge",
+            "Generation of the assignment the agent holds.",
+            &[(l.clone(), s.held_generation as f64)],
+        );
+        metric(
+            &mut out,
+            "rampart_agent_reconciles_total",
+            "counter",
+            "Reconcile passes.",
+            &[(l.clone(), s.reconciles as f64)],
+        );
+        metric(
+            &mut out,
+            "rampart_agent_actions_total",
+            "counter",
+            "Actions carried out on the host.",
+            &[(l.clone(), s.actions as f64)],
+        );
+        metric(
+            &mut out,
+            "rampart_agent_failed_actions_total",
+            "counter",
+            "Reconcile passes that stopped at a failed action.",
+            &[(l.clone(), s.failed_actions as f64)],
+        );
+        metric(
+            &mut out,
+            "rampart_agent_self_demotions_total",
+            "counter",
+            "Times the agent stopped everything because it could not renew its lease.",
+            &[(l, s.self_demotions as f64)],
+        );
         out
     }
 }
@@ -262,15 +304,66 @@ impl Served for ControllerServed {
     fn metrics(&self) -> String {
         let s = self.stats.lock().unwrap();
         let mut out = String::new();
-        metric(&mut out, "rampart_controller_leader", "gauge", "1 while this controller leads.", &[(String::new(), f64::from(u8::from(s.leader)))]);
-        metric(&mut out, "rampart_controller_rounds_total", "counter", "Planning rounds.", &[(String::new(), s.rounds as f64)]);
-        metric(&mut out, "rampart_controller_round_seconds_sum", "counter", "Time spent in planning rounds.", &[(String::new(), s.round_seconds)]);
-        metric(&mut out, "rampart_controller_round_seconds_count", "counter", "Planning rounds timed.", &[(String::new(), s.rounds as f64)]);
-        metric(&mut out, "rampart_fence_actions_total", "counter", "Fence actions by result.", &[("result=\"ok\"".into(), s.fence_ok as f64), ("result=\"failed\"".into(), s.fence_failed as f64)]);
-        metric(&mut out, "rampart_failovers_total", "counter", "VMs moved off a lost node.", &[(String::new(), s.failovers as f64)]);
-        metric(&mut out, "rampart_invariant_violations_total", "counter", "Safety-rule violations found in plans (should stay 0).", &[(String::new(), s.violations.len() as f64)]);
+        metric(
+            &mut out,
+            "rampart_controller_leader",
+            "gauge",
+            "1 while this controller leads.",
+            &[(String::new(), f64::from(u8::from(s.leader)))],
+        );
+        metric(
+            &mut out,
+            "rampart_controller_rounds_total",
+            "counter",
+            "Planning rounds.",
+            &[(String::new(), s.rounds as f64)],
+        );
+        metric(
+            &mut out,
+            "rampart_controller_round_seconds_sum",
+            "counter",
+            "Time spent in planning rounds.",
+            &[(String::new(), s.round_seconds)],
+        );
+        metric(
+            &mut out,
+            "rampart_controller_round_seconds_count",
+            "counter",
+            "Planning rounds timed.",
+            &[(String::new(), s.rounds as f64)],
+        );
+        metric(
+            &mut out,
+            "rampart_fence_actions_total",
+            "counter",
+            "Fence actions by result.",
+            &[
+                ("result=\"ok\"".into(), s.fence_ok as f64),
+                ("result=\"failed\"".into(), s.fence_failed as f64),
+            ],
+        );
+        metric(
+            &mut out,
+            "rampart_failovers_total",
+            "counter",
+            "VMs moved off a lost node.",
+            &[(String::new(), s.failovers as f64)],
+        );
+        metric(
+            &mut out,
+            "rampart_invariant_violations_total",
+            "counter",
+            "Safety-rule violations found in plans (should stay 0).",
+            &[(String::new(), s.violations.len() as f64)],
+        );
         if let Some(c) = self.applied.lock().unwrap().as_ref() {
-            metric(&mut out, "rampart_applied_revision_info", "gauge", "The git commit the cluster runs.", &[(format!("commit=\"{c}\""), 1.0)]);
+            metric(
+                &mut out,
+                "rampart_applied_revision_info",
+                "gauge",
+                "The git commit the cluster runs.",
+                &[(format!("commit=\"{c}\""), 1.0)],
+            );
         }
         out
     }
@@ -289,7 +382,9 @@ pub fn controller(args: ControllerArgs) -> u8 {
         }
     };
     let id = args.id.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "controller".into())
+        std::fs::read_to_string("/etc/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "controller".into())
     });
     let webhook_cfg = match &args.webhook_secret_file {
         Some(f) => match WebhookConfig::from_file(f) {
@@ -325,7 +420,12 @@ pub fn controller(args: ControllerArgs) -> u8 {
         let mut revisions = sync.subscribe();
         let mut source_status = sync.subscribe_status();
         let (stop_tx, stop_rx) = watch::channel(false);
-        let sync_task = tokio::spawn(gitsync::run(sync, args.poll, trigger.clone(), stop_rx.clone()));
+        let sync_task = tokio::spawn(gitsync::run(
+            sync,
+            args.poll,
+            trigger.clone(),
+            stop_rx.clone(),
+        ));
         let stats = Arc::new(Mutex::new(ControllerStats::default()));
         let status_doc = Arc::new(Mutex::new(serde_json::Value::Null));
         let applied = Arc::new(Mutex::new(None));
@@ -353,7 +453,8 @@ pub fn controller(args: ControllerArgs) -> u8 {
                     *applied.lock().unwrap() = st.applied.as_ref().map(|a| a.commit.clone());
                     let _ = cs.put(&cs.source_status_key(), &st, None).await;
                     if let Ok(view) = cs.view().await {
-                        *status_doc.lock().unwrap() = serde_json::to_value(status::from_view(&view)).unwrap_or_default();
+                        *status_doc.lock().unwrap() =
+                            serde_json::to_value(status::from_view(&view)).unwrap_or_default();
                     }
                     tokio::select! {
                         r = source_status.changed() => if r.is_err() { return },
@@ -367,7 +468,10 @@ pub fn controller(args: ControllerArgs) -> u8 {
             if let Some(r) = revisions.borrow_and_update().clone() {
                 break r;
             }
-            println!("controller {id}: waiting for a valid revision of {} ({})", args.source, args.branch);
+            println!(
+                "controller {id}: waiting for a valid revision of {} ({})",
+                args.source, args.branch
+            );
             tokio::select! {
                 r = revisions.changed() => if r.is_err() { return EXIT_ERROR },
                 _ = tokio::signal::ctrl_c() => return EXIT_OK,
@@ -411,4 +515,3 @@ pub fn controller(args: ControllerArgs) -> u8 {
         EXIT_OK
     })
 }
-

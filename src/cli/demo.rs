@@ -34,12 +34,22 @@ pub fn run(args: Args) -> u8 {
         if !desired.nodes.get(k).is_some_and(|n| n.is_hypervisor()) {
             eprintln!(
                 "rampart demo: `{k}` is not a hypervisor; hypervisors are {}",
-                desired.nodes.values().filter(|n| n.is_hypervisor()).map(|n| n.name.clone()).collect::<Vec<_>>().join(", ")
+                desired
+                    .nodes
+                    .values()
+                    .filter(|n| n.is_hypervisor())
+                    .map(|n| n.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             return EXIT_ERROR;
         }
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rampart demo: cannot start the runtime: {e}");

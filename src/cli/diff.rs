@@ -115,7 +115,13 @@ pub fn run(args: Args) -> u8 {
             } else {
                 format!(" under {}", prefix.display())
             };
-            println!("diff {} ({}) -> {} ({}){under}", a.rev, short(&a), b.rev, short(&b));
+            println!(
+                "diff {} ({}) -> {} ({}){under}",
+                a.rev,
+                short(&a),
+                b.rev,
+                short(&b)
+            );
             // The same commit twice (`--from X --to X`, or two names for one commit) has
             // one set of diagnostics: print them once.
             let sides: &[(&Revision, &Report)] = if a.commit == b.commit {
@@ -139,7 +145,14 @@ pub fn run(args: Args) -> u8 {
                 };
                 println!("\n{mark} {}/{} {word}", c.kind, c.name);
                 if !args.summary {
-                    print!("{}", if color { colorize(&c.diff) } else { c.diff.clone() });
+                    print!(
+                        "{}",
+                        if color {
+                            colorize(&c.diff)
+                        } else {
+                            c.diff.clone()
+                        }
+                    );
                 }
             }
             if changes.is_empty() {
@@ -148,7 +161,11 @@ pub fn run(args: Args) -> u8 {
                 println!(
                     "\n{} {}: {} added, {} removed, {} changed",
                     changes.len(),
-                    if changes.len() == 1 { "object differs" } else { "objects differ" },
+                    if changes.len() == 1 {
+                        "object differs"
+                    } else {
+                        "objects differ"
+                    },
                     counts.added,
                     counts.removed,
                     counts.changed
@@ -194,10 +211,16 @@ struct JsonObserved<'a> {
 
 /// `rampart diff PATH --observed FILE`.
 fn run_observed(args: &Args, file: &Path) -> u8 {
-    let path = args.path.clone().unwrap_or_else(|| PathBuf::from("manifests"));
+    let path = args
+        .path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("manifests"));
     // Both inputs are checked before giving up, so one run reports every problem.
     let report = if std::fs::symlink_metadata(&path).is_err() {
-        eprintln!("rampart diff: {}: no such file or directory", path.display());
+        eprintln!(
+            "rampart diff: {}: no such file or directory",
+            path.display()
+        );
         None
     } else {
         Some(manifest::check(&Paths::new([path.clone()])))

@@ -87,8 +87,21 @@ pub fn render_step(s: &Step) -> String {
     for (req, ok, err) in &s.fence_results {
         let devs: Vec<&str> = req.devices.iter().map(|d| d.device.as_str()).collect();
         match (ok, err) {
-            (true, _) => writeln!(out, "  fence {} level {} via {}: confirmed off", req.node, req.level, devs.join("+")),
-            (false, e) => writeln!(out, "  fence {} level {} via {}: FAILED ({})", req.node, req.level, devs.join("+"), e.as_deref().unwrap_or("")),
+            (true, _) => writeln!(
+                out,
+                "  fence {} level {} via {}: confirmed off",
+                req.node,
+                req.level,
+                devs.join("+")
+            ),
+            (false, e) => writeln!(
+                out,
+                "  fence {} level {} via {}: FAILED ({})",
+                req.node,
+                req.level,
+                devs.join("+"),
+                e.as_deref().unwrap_or("")
+            ),
         }
         .unwrap();
     }
@@ -97,7 +110,12 @@ pub fn render_step(s: &Step) -> String {
             writeln!(out, "  {}: takes assignment generation {g}", a.node).unwrap();
         }
         if a.self_demoted {
-            writeln!(out, "  {}: cannot renew its lease: stops everything", a.node).unwrap();
+            writeln!(
+                out,
+                "  {}: cannot renew its lease: stops everything",
+                a.node
+            )
+            .unwrap();
         }
         for d in &a.done {
             writeln!(out, "  {}: {d}", a.node).unwrap();
@@ -127,13 +145,26 @@ pub fn placement_table(e: &Engine) -> String {
                 .placement
                 .vms
                 .get(vm)
-                .map(|n| format!("down (assigned to {n}{})", if desc.failover { "" } else { ", may not fail over" }))
+                .map(|n| {
+                    format!(
+                        "down (assigned to {n}{})",
+                        if desc.failover {
+                            ""
+                        } else {
+                            ", may not fail over"
+                        }
+                    )
+                })
                 .unwrap_or_else(|| "down (no eligible node)".into());
             why
         } else {
             String::new()
         };
-        let on = if nodes.is_empty() { "-".to_string() } else { nodes.join(",") };
+        let on = if nodes.is_empty() {
+            "-".to_string()
+        } else {
+            nodes.join(",")
+        };
         writeln!(out, "{vm:width$}  {on:10}  {note}").unwrap();
     }
     for (vip, desc) in &e.desired.vips {
@@ -144,7 +175,15 @@ pub fn placement_table(e: &Engine) -> String {
             .filter(|(_, n)| n.powered && n.host.addresses.contains(&desc.address))
             .map(|(k, _)| k)
             .collect();
-        let on = if holders.is_empty() { "-".to_string() } else { holders.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",") };
+        let on = if holders.is_empty() {
+            "-".to_string()
+        } else {
+            holders
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         writeln!(out, "vip {vip} {} on {on}", desc.address).unwrap();
     }
     out
@@ -174,7 +213,13 @@ pub fn run(args: Args) -> u8 {
         }
         None => Engine::new(desired),
     };
-    for n in args.fail.iter().chain(&args.recover).chain(&args.partition).chain(&args.drain) {
+    for n in args
+        .fail
+        .iter()
+        .chain(&args.recover)
+        .chain(&args.partition)
+        .chain(&args.drain)
+    {
         if let Err(c) = node_known(&engine, n) {
             return c;
         }
@@ -189,7 +234,11 @@ pub fn run(args: Args) -> u8 {
         }
         println!(
             "start: {} after {} rounds\n{}",
-            if args.observed.is_some() { "from the observed state" } else { "steady state" },
+            if args.observed.is_some() {
+                "from the observed state"
+            } else {
+                "steady state"
+            },
             settle.len(),
             placement_table(&engine)
         );
@@ -224,7 +273,11 @@ pub fn run(args: Args) -> u8 {
                 .chain(args.partition.iter().map(|n| format!("partition {n}")))
                 .chain(args.recover.iter().map(|n| format!("recover {n}")))
                 .chain(args.drain.iter().map(|n| format!("drain {n}")))
-                .chain(args.fence_fails.iter().map(|d| format!("fence device {d} fails")))
+                .chain(
+                    args.fence_fails
+                        .iter()
+                        .map(|d| format!("fence device {d} fails")),
+                )
                 .collect();
             if !what.is_empty() {
                 println!("inject at {}: {}\n", engine_start(&steps), what.join(", "));
@@ -235,7 +288,11 @@ pub fn run(args: Args) -> u8 {
                     print!("{out}");
                 }
             }
-            println!("\nfinal after {} rounds:\n{}", steps.len(), placement_table(&engine));
+            println!(
+                "\nfinal after {} rounds:\n{}",
+                steps.len(),
+                placement_table(&engine)
+            );
             if violations.is_empty() {
                 println!("invariants S1-S6 held at every step");
             } else {

@@ -47,7 +47,11 @@ pub fn run(args: Args) -> u8 {
             field: None,
             message: format!(
                 "no manifest files (*.yaml, *.yml) under {}",
-                args.paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                args.paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             hint: Some("point rampart at the directory holding your manifests".into()),
         });
@@ -55,7 +59,10 @@ pub fn run(args: Args) -> u8 {
     if args.quiet {
         rendered.retain(|d| d.severity == Severity::Error);
     }
-    let errors = rendered.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = rendered
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     match args.output {
         Output::Text => {
             for d in &rendered {

@@ -178,7 +178,8 @@ pub async fn run(
             let mut ok = true;
             let mut error = None;
             for step in &req.devices {
-                let r = tokio::time::timeout(opts.fence_timeout, fencer.fence_off(&req.node, step)).await;
+                let r = tokio::time::timeout(opts.fence_timeout, fencer.fence_off(&req.node, step))
+                    .await;
                 match r {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
@@ -193,14 +194,27 @@ pub async fn run(
                     }
                 }
             }
-            let devices = req.devices.iter().map(|s| s.device.as_str()).collect::<Vec<_>>().join("+");
+            let devices = req
+                .devices
+                .iter()
+                .map(|s| s.device.as_str())
+                .collect::<Vec<_>>()
+                .join("+");
             emit(format!(
                 "fence {} level {} via {devices}: {}",
                 req.node,
                 req.level,
-                if ok { "confirmed off".to_string() } else { format!("FAILED ({})", error.clone().unwrap_or_default()) }
+                if ok {
+                    "confirmed off".to_string()
+                } else {
+                    format!("FAILED ({})", error.clone().unwrap_or_default())
+                }
             ));
-            let mut attempts = observed.nodes.get(&req.node).map(|n| n.fence_attempts.clone()).unwrap_or_default();
+            let mut attempts = observed
+                .nodes
+                .get(&req.node)
+                .map(|n| n.fence_attempts.clone())
+                .unwrap_or_default();
             attempts.push(FenceAttempt {
                 level: req.level,
                 device: devices,
@@ -208,17 +222,32 @@ pub async fn run(
                 ok,
                 error,
             });
-            bookkeeping.push(Op::put(cs.fence_key(&req.node), serde_json::to_vec(&attempts).unwrap()));
+            bookkeeping.push(Op::put(
+                cs.fence_key(&req.node),
+                serde_json::to_vec(&attempts).unwrap(),
+            ));
             fenced_any = true;
             fence_ok += u64::from(ok);
         }
-        let pending: Vec<String> = plan.pending.iter().map(|p| format!("{}: {}", p.subject, p.wait)).collect();
+        let pending: Vec<String> = plan
+            .pending
+            .iter()
+            .map(|p| format!("{}: {}", p.subject, p.wait))
+            .collect();
         if published_pending.as_ref() != Some(&pending) {
-            bookkeeping.push(Op::put(cs.pending_key(), serde_json::to_vec(&pending).unwrap()));
+            bookkeeping.push(Op::put(
+                cs.pending_key(),
+                serde_json::to_vec(&pending).unwrap(),
+            ));
         }
         let resources = crate::agent::local::LocalResources::from_desired(&d);
-        if published_resources.as_ref() != Some(&resources) && view.resources.as_ref() != Some(&resources) {
-            bookkeeping.push(Op::put(cs.resources_key(), serde_json::to_vec(&resources).unwrap()));
+        if published_resources.as_ref() != Some(&resources)
+            && view.resources.as_ref() != Some(&resources)
+        {
+            bookkeeping.push(Op::put(
+                cs.resources_key(),
+                serde_json::to_vec(&resources).unwrap(),
+            ));
         }
         let mut ops = bookkeeping;
         // After fencing, write only the bookkeeping: the next round plans with the result.
@@ -241,7 +270,12 @@ pub async fn run(
                 }
                 Ok(false) => {
                     // Deposed, or a lost node came back: re-plan next round.
-                    if cs.view().await.map(|v| v.leader.as_deref() != Some(&opts.id)).unwrap_or(true) {
+                    if cs
+                        .view()
+                        .await
+                        .map(|v| v.leader.as_deref() != Some(&opts.id))
+                        .unwrap_or(true)
+                    {
                         emit("lost leadership".into());
                         elected = None;
                     }
@@ -262,7 +296,11 @@ pub async fn run(
                 .placement
                 .vms
                 .iter()
-                .filter(|(vm, n)| prev.vms.get(*vm).is_some_and(|p| p != *n && lost_nodes.contains(p)))
+                .filter(|(vm, n)| {
+                    prev.vms
+                        .get(*vm)
+                        .is_some_and(|p| p != *n && lost_nodes.contains(p))
+                })
                 .count() as u64;
         }
         for v in violations {

@@ -62,24 +62,55 @@ fn scale(d: &mut Desired, f: f64) {
 pub fn status_table(d: &Desired, world: &SimWorld) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let w = d.vms.keys().chain(d.nodes.keys()).map(String::len).max().unwrap_or(2).max(4);
+    let w = d
+        .vms
+        .keys()
+        .chain(d.nodes.keys())
+        .map(String::len)
+        .max()
+        .unwrap_or(2)
+        .max(4);
     writeln!(out, "  {:w$}  {:8}  {:8}  state", "node", "role", "power").unwrap();
     for (n, desc) in &d.nodes {
         let x = &world.nodes[n];
-        let role = if desc.is_hypervisor() { "hyperv" } else { "witness" };
+        let role = if desc.is_hypervisor() {
+            "hyperv"
+        } else {
+            "witness"
+        };
         let power = if x.powered { "on" } else { "off" };
-        writeln!(out, "  {n:w$}  {role:8}  {power:8}  {}", if x.powered { "online" } else { "fenced / down" }).unwrap();
+        writeln!(
+            out,
+            "  {n:w$}  {role:8}  {power:8}  {}",
+            if x.powered { "online" } else { "fenced / down" }
+        )
+        .unwrap();
     }
     writeln!(out).unwrap();
-    writeln!(out, "  {:w$}  {:8}  {:8}  volumes", "vm", "runs on", "failover").unwrap();
+    writeln!(
+        out,
+        "  {:w$}  {:8}  {:8}  volumes",
+        "vm", "runs on", "failover"
+    )
+    .unwrap();
     for (vm, desc) in &d.vms {
         let on: Vec<&String> = world
             .nodes
             .iter()
-            .filter(|(_, x)| x.powered && x.host.vms.get(vm).is_some_and(|o| o.state == VmState::Running))
+            .filter(|(_, x)| {
+                x.powered
+                    && x.host
+                        .vms
+                        .get(vm)
+                        .is_some_and(|o| o.state == VmState::Running)
+            })
             .map(|(k, _)| k)
             .collect();
-        let on = if on.is_empty() { "DOWN".to_string() } else { on.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",") };
+        let on = if on.is_empty() {
+            "DOWN".to_string()
+        } else {
+            on.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+        };
         let vols: Vec<String> = desc
             .volumes
             .iter()
@@ -93,11 +124,23 @@ pub fn status_table(d: &Desired, world: &SimWorld) -> String {
                 if prim.is_empty() {
                     v.clone()
                 } else {
-                    format!("{v} (primary on {})", prim.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","))
+                    format!(
+                        "{v} (primary on {})",
+                        prim.iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
                 }
             })
             .collect();
-        writeln!(out, "  {vm:w$}  {on:8}  {:8}  {}", if desc.failover { "yes" } else { "pinned" }, vols.join(", ")).unwrap();
+        writeln!(
+            out,
+            "  {vm:w$}  {on:8}  {:8}  {}",
+            if desc.failover { "yes" } else { "pinned" },
+            vols.join(", ")
+        )
+        .unwrap();
     }
     for (vip, desc) in &d.vips {
         let on: Vec<&String> = world
@@ -106,7 +149,11 @@ pub fn status_table(d: &Desired, world: &SimWorld) -> String {
             .filter(|(_, x)| x.powered && x.host.addresses.contains(&desc.address))
             .map(|(k, _)| k)
             .collect();
-        let on = if on.is_empty() { "DOWN".to_string() } else { on.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",") };
+        let on = if on.is_empty() {
+            "DOWN".to_string()
+        } else {
+            on.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+        };
         writeln!(out, "  vip {vip} {} on {on}", desc.address).unwrap();
     }
     out
@@ -119,11 +166,19 @@ struct Running {
 
 /// Whether the cluster has settled: the controller's last plan changes nothing and asks for
 /// no fencing, and every powered node's host matches its assignment.
-async fn settled(cs: &ClusterStore, shared: &SimShared, stats: &Arc<Mutex<ControllerStats>>) -> bool {
-    let Ok(view) = cs.view().await else { return false };
+async fn settled(
+    cs: &ClusterStore,
+    shared: &SimShared,
+    stats: &Arc<Mutex<ControllerStats>>,
+) -> bool {
+    let Ok(view) = cs.view().await else {
+        return false;
+    };
     {
         let s = stats.lock().unwrap();
-        let Some(plan) = &s.last_plan else { return false };
+        let Some(plan) = &s.last_plan else {
+            return false;
+        };
         if !plan.is_steady(&view.placement) {
             return false;
         }
@@ -133,8 +188,14 @@ async fn settled(cs: &ClusterStore, shared: &SimShared, stats: &Arc<Mutex<Contro
         if !x.powered {
             continue;
         }
-        let Some(a) = view.assignments.get(n) else { continue };
-        if view.reports.get(n).is_none_or(|r| r.generation != a.generation) {
+        let Some(a) = view.assignments.get(n) else {
+            continue;
+        };
+        if view
+            .reports
+            .get(n)
+            .is_none_or(|r| r.generation != a.generation)
+        {
             return false;
         }
         if !local::actions(a, &x.host, &shared.resources).is_empty() {
@@ -149,7 +210,10 @@ pub async fn run(mut desired: Desired, opts: DemoOptions) -> DemoOutcome {
     scale(&mut desired, opts.timescale);
     let d = Arc::new(desired);
     let store = MemoryStore::new();
-    let cs = ClusterStore::new(store.clone() as Arc<dyn Store>, &format!("rampart/{}", d.cluster.name));
+    let cs = ClusterStore::new(
+        store.clone() as Arc<dyn Store>,
+        &format!("rampart/{}", d.cluster.name),
+    );
     let mut world = SimWorld::default();
     for n in d.nodes.keys() {
         world.nodes.insert(n.clone(), SimNode::fresh());
@@ -214,7 +278,9 @@ pub async fn run(mut desired: Desired, opts: DemoOptions) -> DemoOutcome {
     running.handles.push(tokio::spawn(controller::run(
         cs.clone(),
         desired_rx,
-        Arc::new(SimFencer { shared: shared.clone() }),
+        Arc::new(SimFencer {
+            shared: shared.clone(),
+        }),
         ControllerOptions {
             id: "controller-1".into(),
             lease_ttl: d.cluster.lease_ttl,
@@ -249,7 +315,8 @@ pub async fn run(mut desired: Desired, opts: DemoOptions) -> DemoOutcome {
                             n.clone(),
                             HostTruth {
                                 powered: x.powered,
-                                lease_expired: !view.leases.contains_key(n) && view.reports.contains_key(n),
+                                lease_expired: !view.leases.contains_key(n)
+                                    && view.reports.contains_key(n),
                                 host: &x.host,
                             },
                         )
@@ -292,7 +359,14 @@ pub async fn run(mut desired: Desired, opts: DemoOptions) -> DemoOutcome {
     };
 
     let mut converged = wait_settled("start").await.is_some();
-    println!("\n{}", if converged { "converged:" } else { "did NOT converge:" });
+    println!(
+        "\n{}",
+        if converged {
+            "converged:"
+        } else {
+            "did NOT converge:"
+        }
+    );
     println!("{}", status_table(&d, &shared.world.lock().unwrap()));
 
     let victim = opts.kill.clone().or_else(|| {
@@ -302,7 +376,11 @@ pub async fn run(mut desired: Desired, opts: DemoOptions) -> DemoOutcome {
             .filter(|n| n.is_hypervisor())
             .max_by_key(|n| {
                 let host = &w.nodes[&n.name].host;
-                let failover = d.vms.values().filter(|v| v.failover && host.vm_running(&v.name)).count();
+                let failover = d
+                    .vms
+                    .values()
+                    .filter(|v| v.failover && host.vm_running(&v.name))
+                    .count();
                 (failover, std::cmp::Reverse(n.name.clone()))
             })
             .map(|n| n.name.clone())
@@ -319,14 +397,26 @@ pub async fn run(mut desired: Desired, opts: DemoOptions) -> DemoOutcome {
         let mut done = false;
         while start.elapsed() < opts.timeout && !done {
             tokio::time::sleep(tick).await;
-            let fenced = cs.view().await.map(|v2| v2.fence.get(v).is_some_and(|a| a.iter().any(|x| x.ok))).unwrap_or(false);
-            let deadline_only = d.nodes[v].watchdog.is_some() && start.elapsed() > d.cluster.lease_ttl * 2 + d.nodes[v].watchdog.unwrap();
+            let fenced = cs
+                .view()
+                .await
+                .map(|v2| v2.fence.get(v).is_some_and(|a| a.iter().any(|x| x.ok)))
+                .unwrap_or(false);
+            let deadline_only = d.nodes[v].watchdog.is_some()
+                && start.elapsed() > d.cluster.lease_ttl * 2 + d.nodes[v].watchdog.unwrap();
             if fenced || deadline_only {
                 done = true;
             }
         }
         converged = done && wait_settled("failover").await.is_some();
-        println!("\n{}", if converged { "converged after the failure:" } else { "did NOT converge after the failure:" });
+        println!(
+            "\n{}",
+            if converged {
+                "converged after the failure:"
+            } else {
+                "did NOT converge after the failure:"
+            }
+        );
         println!("{}", status_table(&d, &shared.world.lock().unwrap()));
     }
 
@@ -350,7 +440,10 @@ pub async fn run(mut desired: Desired, opts: DemoOptions) -> DemoOutcome {
         .values()
         .filter(|vm| {
             let live_allowed = vm.candidates.iter().any(|c| w.nodes[c].powered);
-            let runs = w.nodes.values().any(|x| x.powered && x.host.vm_running(&vm.name));
+            let runs = w
+                .nodes
+                .values()
+                .any(|x| x.powered && x.host.vm_running(&vm.name));
             vm.failover && live_allowed && !runs
         })
         .map(|vm| vm.name.clone())

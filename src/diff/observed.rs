@@ -33,9 +33,7 @@ use super::{colorize, unified_labelled, ChangeKind};
 use crate::agent::local::{self, Action, LocalResources};
 use crate::manifest::vm::Hypervisor;
 use crate::manifest::ManifestSet;
-use crate::model::{
-    Assignment, Desired, HostReport, Lease, Placement, Time, VmTarget, VolumeRole,
-};
+use crate::model::{Assignment, Desired, HostReport, Lease, Placement, Time, VmTarget, VolumeRole};
 use crate::planner::{self, FenceRequest, Pending, Subject, Wait};
 use crate::render::{render_domain, render_res_redacted, res_file_name, RenderError, RES_DIR};
 use crate::simulator::Snapshot;

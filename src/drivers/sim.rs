@@ -43,10 +43,18 @@ impl SimHost {
     fn apply(&self, action: Action) -> Result<(), DriverError> {
         let mut w = self.shared.world.lock().unwrap();
         if !w.nodes.get(&self.node).is_some_and(|n| n.powered) {
-            return Err(DriverError::new(action.to_string(), "simulated host is powered off"));
+            return Err(DriverError::new(
+                action.to_string(),
+                "simulated host is powered off",
+            ));
         }
-        w.apply(&self.shared.desired, &self.shared.resources, &self.node, &action)
-            .map_err(|e| DriverError::new(action.to_string(), e))
+        w.apply(
+            &self.shared.desired,
+            &self.shared.resources,
+            &self.node,
+            &action,
+        )
+        .map_err(|e| DriverError::new(action.to_string(), e))
     }
 
     fn read<T>(&self, f: impl FnOnce(&crate::model::HostReport) -> T) -> Result<T, DriverError> {
@@ -64,16 +72,24 @@ impl Drbd for SimHost {
         self.read(|h| h.volumes.clone())
     }
     async fn up(&self, volume: &str) -> Result<(), DriverError> {
-        self.apply(Action::UpVolume { volume: volume.into() })
+        self.apply(Action::UpVolume {
+            volume: volume.into(),
+        })
     }
     async fn down(&self, volume: &str) -> Result<(), DriverError> {
-        self.apply(Action::DownVolume { volume: volume.into() })
+        self.apply(Action::DownVolume {
+            volume: volume.into(),
+        })
     }
     async fn promote(&self, volume: &str) -> Result<(), DriverError> {
-        self.apply(Action::Promote { volume: volume.into() })
+        self.apply(Action::Promote {
+            volume: volume.into(),
+        })
     }
     async fn demote(&self, volume: &str) -> Result<(), DriverError> {
-        self.apply(Action::Demote { volume: volume.into() })
+        self.apply(Action::Demote {
+            volume: volume.into(),
+        })
     }
 }
 

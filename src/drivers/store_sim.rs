@@ -27,7 +27,10 @@ impl Fencer for StoreSimFencer {
     async fn fence_off(&self, node: &str, step: &FenceStep) -> Result<(), DriverError> {
         let what = format!("fence {node} via {} (simulated)", step.device);
         if self.failing.contains(&step.device) {
-            return Err(DriverError::new(what, "simulated fence device does not answer"));
+            return Err(DriverError::new(
+                what,
+                "simulated fence device does not answer",
+            ));
         }
         self.cs
             .store

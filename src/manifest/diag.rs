@@ -34,9 +34,18 @@ pub enum Anchor {
     /// A whole file.
     File(usize),
     /// A known position in a file (1-based line and column).
-    Pos { file: usize, line: usize, column: usize },
+    Pos {
+        file: usize,
+        line: usize,
+        column: usize,
+    },
     /// A field inside a document of a file, by path (`spec.fencing[0].devices[0].device`).
-    Path { file: usize, doc: usize, path: String, part: Part },
+    Path {
+        file: usize,
+        doc: usize,
+        path: String,
+        part: Part,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,20 +133,28 @@ pub fn render(files: &[SourceFile], diags: &[Diagnostic]) -> Vec<Rendered> {
             let (file, line, column, field) = match &d.anchor {
                 Anchor::None => (None, None, None, None),
                 Anchor::File(f) => (Some(files[*f].path.clone()), None, None, None),
-                Anchor::Pos { file, line, column } => {
-                    (Some(files[*file].path.clone()), Some(*line), Some(*column), None)
-                }
+                Anchor::Pos { file, line, column } => (
+                    Some(files[*file].path.clone()),
+                    Some(*line),
+                    Some(*column),
+                    None,
+                ),
                 Anchor::Path {
                     file,
                     doc,
                     path,
                     part,
                 } => {
-                    let index = indexes[*file]
-                        .get_or_insert_with(|| SpanIndex::build(&files[*file].text));
+                    let index =
+                        indexes[*file].get_or_insert_with(|| SpanIndex::build(&files[*file].text));
                     let (line, col) = index.locate(*doc, path, *part);
                     let field = (!path.is_empty()).then(|| path.clone());
-                    (Some(files[*file].path.clone()), Some(line), Some(col), field)
+                    (
+                        Some(files[*file].path.clone()),
+                        Some(line),
+                        Some(col),
+                        field,
+                    )
                 }
             };
             Rendered {
@@ -161,7 +178,10 @@ pub fn render(files: &[SourceFile], diags: &[Diagnostic]) -> Vec<Rendered> {
 
 /// Counts for the summary line.
 pub fn summary(rendered: &[Rendered], files: usize) -> String {
-    let errors = rendered.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = rendered
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     let warnings = rendered.len() - errors;
     let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
     format!(

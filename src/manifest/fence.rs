@@ -67,7 +67,9 @@ fn default_true() -> bool {
 
 /// A map whose values may be written as strings, numbers or booleans (`lanplus: 1`), all
 /// passed to the agent as text.
-fn scalar_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+fn scalar_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
     use serde::de::Error;
     let raw = BTreeMap::<String, serde_yaml::Value>::deserialize(d)?;
     raw.into_iter()

@@ -130,7 +130,13 @@ fn parse_all(texts: &[(usize, Arc<str>)]) -> Vec<ParsedFile> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = texts
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(|(f, t)| parse_file(*f, t)).collect::<Vec<_>>()))
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(f, t)| parse_file(*f, t))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         handles
             .into_iter()

@@ -13,10 +13,10 @@ pub mod node;
 pub mod schema;
 pub mod span;
 mod validate;
-mod xmlscan;
 pub mod vip;
 pub mod vm;
 pub mod volume;
+mod xmlscan;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -195,7 +195,11 @@ impl ManifestSet {
         }
         let mut out = Vec::new();
         for c in &self.clusters {
-            out.push((Kind::Cluster, c.object.metadata.name.clone(), yaml(&c.object)));
+            out.push((
+                Kind::Cluster,
+                c.object.metadata.name.clone(),
+                yaml(&c.object),
+            ));
         }
         fn add<T: Serialize>(
             out: &mut Vec<(Kind, String, String)>,
@@ -236,7 +240,9 @@ pub struct Report {
 
 impl Report {
     pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
     }
     pub fn rendered(&self) -> Vec<Rendered> {
         diag::render(&self.set.files, &self.diagnostics)

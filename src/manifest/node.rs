@@ -28,7 +28,11 @@ pub struct NodeSpec {
     #[serde(default = "default_true")]
     pub store_member: bool,
     /// The libvirt connection URI on this node (hypervisors only).
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "libvirtURI")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "libvirtURI"
+    )]
     pub libvirt_uri: Option<String>,
 }
 

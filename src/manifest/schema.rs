@@ -26,7 +26,9 @@ fn description(kind: Kind) -> &'static str {
 }
 
 fn generator() -> SchemaGenerator {
-    SchemaSettings::draft2020_12().for_deserialize().into_generator()
+    SchemaSettings::draft2020_12()
+        .for_deserialize()
+        .into_generator()
 }
 
 /// The document schema of `kind` (envelope plus spec) with its definitions collected in `defs`.
@@ -64,8 +66,14 @@ pub fn kind_schema(kind: Kind) -> Value {
     let mut doc = document(kind, &mut g);
     let obj = doc.as_object_mut().expect("document schema is an object");
     let mut out = Map::new();
-    out.insert("$schema".into(), json!("https://json-schema.org/draft/2020-12/schema"));
-    out.insert("$id".into(), json!(format!("{SCHEMA_BASE}/{}.schema.json", kind.file_stem())));
+    out.insert(
+        "$schema".into(),
+        json!("https://json-schema.org/draft/2020-12/schema"),
+    );
+    out.insert(
+        "$id".into(),
+        json!(format!("{SCHEMA_BASE}/{}.schema.json", kind.file_stem())),
+    );
     out.append(obj);
     out.insert("$defs".into(), Value::Object(g.take_definitions(true)));
     Value::Object(out)

@@ -79,7 +79,9 @@ impl<'a> XmlIndex<'a> {
             if let Some(d) = &vol.object.spec.drbd {
                 x.minors.entry(d.minor).or_insert(v);
                 for r in &d.replicas {
-                    x.backing.entry(r.disk.as_str()).or_insert((v.as_str(), d.minor));
+                    x.backing
+                        .entry(r.disk.as_str())
+                        .or_insert((v.as_str(), d.minor));
                 }
             }
         }
@@ -210,9 +212,18 @@ fn quoted(names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
 /// Where a MAC address was written, for naming the first place of a duplicate.
 enum MacAt<'a> {
     /// A field of a VM manifest (`spec.interfaces[0].mac`).
-    Field { vm: &'a str, origin: Origin, path: String },
+    Field {
+        vm: &'a str,
+        origin: Origin,
+        path: String,
+    },
     /// An interface in a VM's domain XML, at `place` (`domains/files.xml:48`).
-    Xml { vm: &'a str, origin: Origin, field: &'static str, place: String },
+    Xml {
+        vm: &'a str,
+        origin: Origin,
+        field: &'static str,
+        place: String,
+    },
 }
 
 impl MacAt<'_> {
@@ -407,11 +418,30 @@ impl<'a> Validator<'a> {
         let spec = &first.object.spec;
         let t = &spec.timing;
         self.positive(t.lease_ttl, o.at("spec.timing.leaseTTL"), "leaseTTL");
-        self.positive(t.renew_interval, o.at("spec.timing.renewInterval"), "renewInterval");
-        self.positive(t.fence_timeout, o.at("spec.timing.fenceTimeout"), "fenceTimeout");
-        self.positive(t.stop_timeout, o.at("spec.timing.stopTimeout"), "stopTimeout");
-        self.positive(t.start_timeout, o.at("spec.timing.startTimeout"), "startTimeout");
-        if !t.lease_ttl.is_zero() && !t.renew_interval.is_zero() && t.renew_interval.0 * 3 > t.lease_ttl.0 {
+        self.positive(
+            t.renew_interval,
+            o.at("spec.timing.renewInterval"),
+            "renewInterval",
+        );
+        self.positive(
+            t.fence_timeout,
+            o.at("spec.timing.fenceTimeout"),
+            "fenceTimeout",
+        );
+        self.positive(
+            t.stop_timeout,
+            o.at("spec.timing.stopTimeout"),
+            "stopTimeout",
+        );
+        self.positive(
+            t.start_timeout,
+            o.at("spec.timing.startTimeout"),
+            "startTimeout",
+        );
+        if !t.lease_ttl.is_zero()
+            && !t.renew_interval.is_zero()
+            && t.renew_interval.0 * 3 > t.lease_ttl.0
+        {
             let third = round_down(t.lease_ttl.0 / 3);
             self.push(
                 Diagnostic::error(
@@ -465,7 +495,11 @@ impl<'a> Validator<'a> {
         for c in &set.clusters {
             check(&c.object.metadata.name, c.origin, &mut out);
         }
-        fn each<T>(m: &BTreeMap<String, Entry<T>>, f: &mut impl FnMut(&str, Origin, &mut Vec<Diagnostic>), out: &mut Vec<Diagnostic>) {
+        fn each<T>(
+            m: &BTreeMap<String, Entry<T>>,
+            f: &mut impl FnMut(&str, Origin, &mut Vec<Diagnostic>),
+            out: &mut Vec<Diagnostic>,
+        ) {
             for (n, e) in m {
                 f(n, e.origin, out);
             }
@@ -546,8 +580,12 @@ impl<'a> Validator<'a> {
                 NodeRole::Witness => {
                     if spec.libvirt_uri.is_some() {
                         self.push(
-                            Diagnostic::error("witness-hosts-nothing", o.key("spec.libvirtURI"), "a witness node runs no VMs and needs no libvirt connection")
-                                .hint("remove `libvirtURI`, or make the node a hypervisor"),
+                            Diagnostic::error(
+                                "witness-hosts-nothing",
+                                o.key("spec.libvirtURI"),
+                                "a witness node runs no VMs and needs no libvirt connection",
+                            )
+                            .hint("remove `libvirtURI`, or make the node a hypervisor"),
                         );
                     }
                     if !spec.store_member {
@@ -561,14 +599,23 @@ impl<'a> Validator<'a> {
             for (li, level) in spec.fencing.iter().enumerate() {
                 if level.devices.is_empty() {
                     self.push(
-                        Diagnostic::error("fencing-level", o.at(format!("spec.fencing[{li}].devices")), "fencing level lists no device")
-                            .hint("name at least one FenceDevice, or remove the level"),
+                        Diagnostic::error(
+                            "fencing-level",
+                            o.at(format!("spec.fencing[{li}].devices")),
+                            "fencing level lists no device",
+                        )
+                        .hint("name at least one FenceDevice, or remove the level"),
                     );
                 }
                 for (di, r) in level.devices.iter().enumerate() {
                     let anchor = o.at(format!("spec.fencing[{li}].devices[{di}].device"));
                     match set.fence_devices.get(&r.device) {
-                        None => self.unresolved(Kind::FenceDevice, &r.device, anchor, set.fence_devices.keys()),
+                        None => self.unresolved(
+                            Kind::FenceDevice,
+                            &r.device,
+                            anchor,
+                            set.fence_devices.keys(),
+                        ),
                         Some(dev) => {
                             let runs_on = &dev.object.spec.runs_on;
                             if runs_on.len() == 1 && runs_on[0] == *name {
@@ -590,7 +637,10 @@ impl<'a> Validator<'a> {
             }
         }
         if set.nodes.is_empty() && set.object_count() > 0 && !self.node_failed {
-            let anchor = set.clusters.first().map_or(Anchor::None, |c| c.origin.at("metadata.name"));
+            let anchor = set
+                .clusters
+                .first()
+                .map_or(Anchor::None, |c| c.origin.at("metadata.name"));
             self.push(
                 Diagnostic::error("no-nodes", anchor, "the cluster has no nodes: there is no Node manifest")
                     .hint("add a `kind: Node` manifest for every host (see manifests/nodes/ in the Rampart repository); two hypervisors also need a witness node"),
@@ -598,8 +648,12 @@ impl<'a> Validator<'a> {
         }
         if !set.nodes.is_empty() && !self.node_failed && self.hypervisors().next().is_none() {
             self.push(
-                Diagnostic::error("no-hypervisor", Anchor::None, "no node has `role: hypervisor`")
-                    .hint("a cluster needs at least one hypervisor to run VMs"),
+                Diagnostic::error(
+                    "no-hypervisor",
+                    Anchor::None,
+                    "no node has `role: hypervisor`",
+                )
+                .hint("a cluster needs at least one hypervisor to run VMs"),
             );
         }
     }
@@ -629,8 +683,14 @@ impl<'a> Validator<'a> {
             if let Some(a) = &spec.agent {
                 if a.name.is_empty() || a.name.contains(['/', ' ', '\t']) {
                     self.push(
-                        Diagnostic::error("fence-agent", o.at("spec.agent.name"), format!("`{}` is not a fence agent name", a.name))
-                            .hint("give the executable's name as found on PATH, such as `fence_ipmilan`"),
+                        Diagnostic::error(
+                            "fence-agent",
+                            o.at("spec.agent.name"),
+                            format!("`{}` is not a fence agent name", a.name),
+                        )
+                        .hint(
+                            "give the executable's name as found on PATH, such as `fence_ipmilan`",
+                        ),
                     );
                 } else if !a.name.starts_with("fence_") {
                     self.push(
@@ -659,7 +719,12 @@ impl<'a> Validator<'a> {
                     }
                 }
                 for (key, s) in &a.credentials {
-                    self.secret(s, o.at(format!("spec.agent.credentials.{key}")), &format!("credential `{key}`"), &format!("/etc/rampart/secrets/{name}"));
+                    self.secret(
+                        s,
+                        o.at(format!("spec.agent.credentials.{key}")),
+                        &format!("credential `{key}`"),
+                        &format!("/etc/rampart/secrets/{name}"),
+                    );
                 }
             }
             if let Some(r) = &spec.redfish {
@@ -669,12 +734,26 @@ impl<'a> Validator<'a> {
                             .hint("BMC credentials travel with every request; write it as `https://HOST[:PORT]`"),
                     );
                 }
-                self.secret(&r.username, o.at("spec.redfish.username"), "the Redfish username", &format!("/etc/rampart/secrets/{name}-user"));
-                self.secret(&r.password, o.at("spec.redfish.password"), "the Redfish password", &format!("/etc/rampart/secrets/{name}"));
+                self.secret(
+                    &r.username,
+                    o.at("spec.redfish.username"),
+                    "the Redfish username",
+                    &format!("/etc/rampart/secrets/{name}-user"),
+                );
+                self.secret(
+                    &r.password,
+                    o.at("spec.redfish.password"),
+                    "the Redfish password",
+                    &format!("/etc/rampart/secrets/{name}"),
+                );
                 if !r.tls_verify {
                     self.push(
-                        Diagnostic::warning("tls-verify", o.at("spec.redfish.tlsVerify"), "TLS verification of the BMC is off")
-                            .hint("install the BMC's certificate and remove `tlsVerify: false`"),
+                        Diagnostic::warning(
+                            "tls-verify",
+                            o.at("spec.redfish.tlsVerify"),
+                            "TLS verification of the BMC is off",
+                        )
+                        .hint("install the BMC's certificate and remove `tlsVerify: false`"),
                     );
                 }
             }
@@ -700,8 +779,12 @@ impl<'a> Validator<'a> {
             }
             if !used.contains(name.as_str()) {
                 self.push(
-                    Diagnostic::warning("unused", o.at("metadata.name"), format!("FenceDevice `{name}` is not used by any node"))
-                        .hint("name it in a node's `fencing` levels, or remove it"),
+                    Diagnostic::warning(
+                        "unused",
+                        o.at("metadata.name"),
+                        format!("FenceDevice `{name}` is not used by any node"),
+                    )
+                    .hint("name it in a node's `fencing` levels, or remove it"),
                 );
             }
         }
@@ -725,7 +808,13 @@ impl<'a> Validator<'a> {
 
     /// "DRBD minors are unique per node; N is free on ..." with the lowest minor or port at
     /// least `from` that no volume on `nodes` uses.
-    fn free_hint(&self, what: &str, nodes: &[&str], of: impl Fn(&Drbd) -> u64, from: u64) -> String {
+    fn free_hint(
+        &self,
+        what: &str,
+        nodes: &[&str],
+        of: impl Fn(&Drbd) -> u64,
+        from: u64,
+    ) -> String {
         let taken: HashSet<u64> = self
             .set
             .volumes
@@ -736,7 +825,10 @@ impl<'a> Validator<'a> {
             .collect();
         let limit = if what == "port" { 65_535 } else { 1_048_575 };
         match (from..=limit).find(|n| !taken.contains(n)) {
-            Some(free) => format!("DRBD {what}s are unique per node; {what} {free} is free on {}", quoted(nodes)),
+            Some(free) => format!(
+                "DRBD {what}s are unique per node; {what} {free} is free on {}",
+                quoted(nodes)
+            ),
             None => format!("DRBD {what}s are unique per node; pick a free one"),
         }
     }
@@ -758,7 +850,9 @@ impl<'a> Validator<'a> {
         for (name, e) in &set.volumes {
             let o = e.origin;
             let spec = &e.object.spec;
-            let kinds = usize::from(spec.drbd.is_some()) + usize::from(spec.local.is_some()) + usize::from(spec.shared.is_some());
+            let kinds = usize::from(spec.drbd.is_some())
+                + usize::from(spec.local.is_some())
+                + usize::from(spec.shared.is_some());
             if kinds != 1 {
                 self.push(
                     Diagnostic::error("volume-type", o.key("spec"), "a Volume needs exactly one of `drbd`, `local` or `shared`")
@@ -768,29 +862,60 @@ impl<'a> Validator<'a> {
             if let Some(d) = &spec.drbd {
                 if d.replicas.len() < 2 {
                     self.push(
-                        Diagnostic::error("drbd-replicas", o.at("spec.drbd.replicas"), format!("a DRBD volume needs at least two replicas, `{name}` has {}", d.replicas.len()))
-                            .hint("add a replica on a second hypervisor, or use a `local` volume"),
+                        Diagnostic::error(
+                            "drbd-replicas",
+                            o.at("spec.drbd.replicas"),
+                            format!(
+                                "a DRBD volume needs at least two replicas, `{name}` has {}",
+                                d.replicas.len()
+                            ),
+                        )
+                        .hint("add a replica on a second hypervisor, or use a `local` volume"),
                     );
                 }
                 if d.replicas.len() > 32 {
-                    self.push(Diagnostic::error("drbd-replicas", o.at("spec.drbd.replicas"), "DRBD 9 supports at most 32 replicas"));
+                    self.push(Diagnostic::error(
+                        "drbd-replicas",
+                        o.at("spec.drbd.replicas"),
+                        "DRBD 9 supports at most 32 replicas",
+                    ));
                 }
                 if d.minor > 1_048_575 {
                     self.push(
-                        Diagnostic::error("drbd-minor", o.at("spec.drbd.minor"), format!("minor {} is out of range", d.minor))
-                            .hint("DRBD minors go from 0 to 1048575"),
+                        Diagnostic::error(
+                            "drbd-minor",
+                            o.at("spec.drbd.minor"),
+                            format!("minor {} is out of range", d.minor),
+                        )
+                        .hint("DRBD minors go from 0 to 1048575"),
                     );
                 }
                 if d.port == 0 {
-                    self.push(Diagnostic::error("drbd-port", o.at("spec.drbd.port"), "port 0 is not a port").hint("DRBD ports are usually 7788 and up"));
+                    self.push(
+                        Diagnostic::error(
+                            "drbd-port",
+                            o.at("spec.drbd.port"),
+                            "port 0 is not a port",
+                        )
+                        .hint("DRBD ports are usually 7788 and up"),
+                    );
                 } else if d.port < 1024 {
                     self.push(
-                        Diagnostic::warning("drbd-port", o.at("spec.drbd.port"), format!("port {} is a privileged port", d.port))
-                            .hint("DRBD ports are usually 7788 and up"),
+                        Diagnostic::warning(
+                            "drbd-port",
+                            o.at("spec.drbd.port"),
+                            format!("port {} is a privileged port", d.port),
+                        )
+                        .hint("DRBD ports are usually 7788 and up"),
                     );
                 }
                 if let Some(s) = &d.secret {
-                    self.secret(s, o.at("spec.drbd.secret"), "the DRBD shared secret", &format!("/etc/rampart/secrets/drbd-{name}"));
+                    self.secret(
+                        s,
+                        o.at("spec.drbd.secret"),
+                        "the DRBD shared secret",
+                        &format!("/etc/rampart/secrets/drbd-{name}"),
+                    );
                 }
                 let mut seen = BTreeSet::new();
                 // Nodes shared with each volume that already uses this minor or port.
@@ -801,8 +926,12 @@ impl<'a> Validator<'a> {
                     let anchor = o.at(format!("spec.drbd.replicas[{i}].node"));
                     if !seen.insert(r.node.as_str()) {
                         self.push(
-                            Diagnostic::error("drbd-replicas", anchor, format!("node `{}` holds two replicas of `{name}`", r.node))
-                                .hint("each replica must be on a different node"),
+                            Diagnostic::error(
+                                "drbd-replicas",
+                                anchor,
+                                format!("node `{}` holds two replicas of `{name}`", r.node),
+                            )
+                            .hint("each replica must be on a different node"),
                         );
                         continue;
                     }
@@ -811,8 +940,12 @@ impl<'a> Validator<'a> {
                     }
                     if !r.disk.starts_with('/') {
                         self.push(
-                            Diagnostic::error("disk-path", o.at(format!("spec.drbd.replicas[{i}].disk")), format!("backing disk `{}` is not an absolute path", r.disk))
-                                .hint("give the block device, like `/dev/vg0/files`"),
+                            Diagnostic::error(
+                                "disk-path",
+                                o.at(format!("spec.drbd.replicas[{i}].disk")),
+                                format!("backing disk `{}` is not an absolute path", r.disk),
+                            )
+                            .hint("give the block device, like `/dev/vg0/files`"),
                         );
                     }
                     let (node_name, node) = set.nodes.get_key_value(&r.node).expect("a hypervisor");
@@ -837,9 +970,18 @@ impl<'a> Validator<'a> {
                         Diagnostic::error(
                             "drbd-minor",
                             o.at("spec.drbd.minor"),
-                            format!("minor {} is also used by volume `{other}` ({at}) on {}", d.minor, quoted(&nodes)),
+                            format!(
+                                "minor {} is also used by volume `{other}` ({at}) on {}",
+                                d.minor,
+                                quoted(&nodes)
+                            ),
                         )
-                        .hint(self.free_hint("minor", &nodes, |v| u64::from(v.minor), u64::from(d.minor))),
+                        .hint(self.free_hint(
+                            "minor",
+                            &nodes,
+                            |v| u64::from(v.minor),
+                            u64::from(d.minor),
+                        )),
                     );
                 }
                 for (other, nodes) in port_clash {
@@ -848,9 +990,18 @@ impl<'a> Validator<'a> {
                         Diagnostic::error(
                             "drbd-port",
                             o.at("spec.drbd.port"),
-                            format!("port {} is also used by volume `{other}` ({at}) on {}", d.port, quoted(&nodes)),
+                            format!(
+                                "port {} is also used by volume `{other}` ({at}) on {}",
+                                d.port,
+                                quoted(&nodes)
+                            ),
                         )
-                        .hint(self.free_hint("port", &nodes, |v| u64::from(v.port), u64::from(d.port))),
+                        .hint(self.free_hint(
+                            "port",
+                            &nodes,
+                            |v| u64::from(v.port),
+                            u64::from(d.port),
+                        )),
                     );
                 }
                 if let ([v4, ..], [v6, ..]) = (families.0.as_slice(), families.1.as_slice()) {
@@ -876,24 +1027,43 @@ impl<'a> Validator<'a> {
             if let Some(l) = &spec.local {
                 self.hypervisor_ref(&l.node, o.at("spec.local.node"), "a volume");
                 if !l.path.starts_with('/') {
-                    self.push(Diagnostic::error("disk-path", o.at("spec.local.path"), format!("`{}` is not an absolute path", l.path)));
+                    self.push(Diagnostic::error(
+                        "disk-path",
+                        o.at("spec.local.path"),
+                        format!("`{}` is not an absolute path", l.path),
+                    ));
                 }
             }
             if let Some(s) = &spec.shared {
                 if s.nodes.is_empty() {
-                    self.push(Diagnostic::error("shared-nodes", o.at("spec.shared.nodes"), "shared storage lists no node").hint("list the hypervisors that see the storage"));
+                    self.push(
+                        Diagnostic::error(
+                            "shared-nodes",
+                            o.at("spec.shared.nodes"),
+                            "shared storage lists no node",
+                        )
+                        .hint("list the hypervisors that see the storage"),
+                    );
                 }
                 for (i, n) in s.nodes.iter().enumerate() {
                     self.hypervisor_ref(n, o.at(format!("spec.shared.nodes[{i}]")), "a volume");
                 }
                 if !s.path.starts_with('/') {
-                    self.push(Diagnostic::error("disk-path", o.at("spec.shared.path"), format!("`{}` is not an absolute path", s.path)));
+                    self.push(Diagnostic::error(
+                        "disk-path",
+                        o.at("spec.shared.path"),
+                        format!("`{}` is not an absolute path", s.path),
+                    ));
                 }
             }
             if !used.contains(name.as_str()) {
                 self.push(
-                    Diagnostic::warning("unused", o.at("metadata.name"), format!("Volume `{name}` is not used by any VM"))
-                        .hint("attach it in a VM's `volumes`, or remove it"),
+                    Diagnostic::warning(
+                        "unused",
+                        o.at("metadata.name"),
+                        format!("Volume `{name}` is not used by any VM"),
+                    )
+                    .hint("attach it in a VM's `volumes`, or remove it"),
                 );
             }
         }
@@ -908,16 +1078,28 @@ impl<'a> Validator<'a> {
             let o = e.origin;
             let spec = &e.object.spec;
             if spec.cpus == 0 {
-                self.push(Diagnostic::error("vm-size", o.at("spec.cpus"), "a VM needs at least one CPU"));
+                self.push(Diagnostic::error(
+                    "vm-size",
+                    o.at("spec.cpus"),
+                    "a VM needs at least one CPU",
+                ));
             }
             if spec.memory.mib == 0 {
-                self.push(Diagnostic::error("vm-size", o.at("spec.memory"), "a VM needs some memory"));
+                self.push(Diagnostic::error(
+                    "vm-size",
+                    o.at("spec.memory"),
+                    "a VM needs some memory",
+                ));
             }
             if let Some(d) = &spec.domain {
                 if d.xml.is_some() == d.xml_file.is_some() {
                     self.push(
-                        Diagnostic::error("domain", o.key("spec.domain"), "`domain` needs exactly one of `xmlFile` or `xml`")
-                            .hint("or leave `domain` out to have Rampart describe the domain"),
+                        Diagnostic::error(
+                            "domain",
+                            o.key("spec.domain"),
+                            "`domain` needs exactly one of `xmlFile` or `xml`",
+                        )
+                        .hint("or leave `domain` out to have Rampart describe the domain"),
                     );
                 }
                 if !spec.interfaces.is_empty() {
@@ -932,11 +1114,23 @@ impl<'a> Validator<'a> {
                     let path = format!("spec.interfaces[{i}].mac");
                     if parse_mac(mac).is_none() {
                         self.push(
-                            Diagnostic::error("mac", o.at(path), format!("`{mac}` is not a MAC address"))
-                                .hint("write six hex pairs, like `52:54:00:12:34:56`"),
+                            Diagnostic::error(
+                                "mac",
+                                o.at(path),
+                                format!("`{mac}` is not a MAC address"),
+                            )
+                            .hint("write six hex pairs, like `52:54:00:12:34:56`"),
                         );
                     } else {
-                        self.mac(&mut macs, mac, MacAt::Field { vm: name, origin: o, path });
+                        self.mac(
+                            &mut macs,
+                            mac,
+                            MacAt::Field {
+                                vm: name,
+                                origin: o,
+                                path,
+                            },
+                        );
                     }
                 }
             }
@@ -968,8 +1162,14 @@ impl<'a> Validator<'a> {
                 }
                 if !every && !spec.placement.allowed.contains(n) {
                     self.push(
-                        Diagnostic::error("preferred-not-allowed", anchor, format!("preferred node `{n}` is not in `allowed`"))
-                            .hint(format!("add `{n}` to `placement.allowed` or remove it from `preferred`")),
+                        Diagnostic::error(
+                            "preferred-not-allowed",
+                            anchor,
+                            format!("preferred node `{n}` is not in `allowed`"),
+                        )
+                        .hint(format!(
+                            "add `{n}` to `placement.allowed` or remove it from `preferred`"
+                        )),
                     );
                 } else if home.is_none() {
                     home = eligible.iter().copied().find(|e| *e == n.as_str());
@@ -980,7 +1180,11 @@ impl<'a> Validator<'a> {
             for (i, a) in spec.volumes.iter().enumerate() {
                 let anchor = o.at(format!("spec.volumes[{i}].volume"));
                 if !targets.insert(a.target.as_str()) {
-                    self.push(Diagnostic::error("volume-target", o.at(format!("spec.volumes[{i}].target")), format!("target `{}` is used twice", a.target)));
+                    self.push(Diagnostic::error(
+                        "volume-target",
+                        o.at(format!("spec.volumes[{i}].target")),
+                        format!("target `{}` is used twice", a.target),
+                    ));
                 }
                 let Some(nodes) = self.volume_nodes(&a.volume) else {
                     self.unresolved(Kind::Volume, &a.volume, anchor, set.volumes.keys());
@@ -989,12 +1193,20 @@ impl<'a> Validator<'a> {
                 if let Some(other) = volume_owner.insert(a.volume.as_str(), name) {
                     if other != name {
                         self.push(
-                            Diagnostic::error("volume-shared-by-vms", anchor.clone(), format!("volume `{}` is already used by VM `{other}`", a.volume))
-                                .hint("a volume belongs to one VM: it is Primary where that VM runs"),
+                            Diagnostic::error(
+                                "volume-shared-by-vms",
+                                anchor.clone(),
+                                format!("volume `{}` is already used by VM `{other}`", a.volume),
+                            )
+                            .hint("a volume belongs to one VM: it is Primary where that VM runs"),
                         );
                     }
                 }
-                let missing: Vec<&str> = eligible.iter().copied().filter(|n| !nodes.contains(n)).collect();
+                let missing: Vec<&str> = eligible
+                    .iter()
+                    .copied()
+                    .filter(|n| !nodes.contains(n))
+                    .collect();
                 if !missing.is_empty() {
                     let hint = if every {
                         format!(
@@ -1008,7 +1220,11 @@ impl<'a> Validator<'a> {
                         Diagnostic::error(
                             "volume-not-replicated",
                             anchor,
-                            format!("volume `{}` is not available on {}, where VM `{name}` may run", a.volume, quoted(&missing)),
+                            format!(
+                                "volume `{}` is not available on {}, where VM `{name}` may run",
+                                a.volume,
+                                quoted(&missing)
+                            ),
                         )
                         .hint(hint),
                     );
@@ -1044,7 +1260,10 @@ impl<'a> Validator<'a> {
                     Diagnostic::error(
                         "does-not-fit",
                         o.at("spec.memory"),
-                        format!("VM `{name}` ({} CPUs, {}) fits on none of the nodes it may run on", spec.cpus, spec.memory),
+                        format!(
+                            "VM `{name}` ({} CPUs, {}) fits on none of the nodes it may run on",
+                            spec.cpus, spec.memory
+                        ),
                     )
                     .hint("make the VM smaller or allow a node with enough capacity"),
                 );
@@ -1054,7 +1273,10 @@ impl<'a> Validator<'a> {
                     Diagnostic::warning(
                         "failover-one-node",
                         o.at("spec.failover"),
-                        format!("VM `{name}` may fail over but can run only on `{}`", eligible[0]),
+                        format!(
+                            "VM `{name}` may fail over but can run only on `{}`",
+                            eligible[0]
+                        ),
                     )
                     .hint("set `failover: false` to say it is pinned, or allow more nodes"),
                 );
@@ -1124,12 +1346,22 @@ impl<'a> Validator<'a> {
 
     /// Check a VM's own domain XML against its manifest: its name, the DRBD devices and
     /// backing disks its disks use, its MAC addresses.
-    fn domain_xml(&mut self, name: &'a str, e: &'a Entry<super::VirtualMachine>, xml: &'a str, macs: &mut HashMap<String, MacAt<'a>>) {
+    fn domain_xml(
+        &mut self,
+        name: &'a str,
+        e: &'a Entry<super::VirtualMachine>,
+        xml: &'a str,
+        macs: &mut HashMap<String, MacAt<'a>>,
+    ) {
         let set = self.set;
         let o = e.origin;
         let spec = &e.object.spec;
         let file = spec.domain.as_ref().and_then(|d| d.xml_file.as_deref());
-        let field = if file.is_some() { "spec.domain.xmlFile" } else { "spec.domain.xml" };
+        let field = if file.is_some() {
+            "spec.domain.xmlFile"
+        } else {
+            "spec.domain.xml"
+        };
         let place = |line: usize| match file {
             Some(f) => format!("{f}:{line}"),
             None => format!("line {line} of `xml`"),
@@ -1160,7 +1392,10 @@ impl<'a> Validator<'a> {
             })
             .collect();
         let own_devices = || {
-            let list: Vec<String> = own.iter().map(|(v, m)| format!("/dev/drbd{m} (`{v}`)")).collect();
+            let list: Vec<String> = own
+                .iter()
+                .map(|(v, m)| format!("/dev/drbd{m} (`{v}`)"))
+                .collect();
             if list.is_empty() {
                 "it attaches no DRBD volume".to_string()
             } else {
@@ -1168,12 +1403,24 @@ impl<'a> Validator<'a> {
             }
         };
         // Taken out of `self` while reporting, and put back at the end.
-        let index = self.xml_index.take().unwrap_or_else(|| XmlIndex::build(set));
+        let index = self
+            .xml_index
+            .take()
+            .unwrap_or_else(|| XmlIndex::build(set));
         let owner_of = |volume: &str| index.owners.get(volume).copied();
         let mut reported = HashSet::new();
         for attr in &scan.attrs {
             if attr.element == "mac" && attr.name == "address" {
-                self.mac(macs, attr.value, MacAt::Xml { vm: name, origin: o, field, place: place(attr.line) });
+                self.mac(
+                    macs,
+                    attr.value,
+                    MacAt::Xml {
+                        vm: name,
+                        origin: o,
+                        field,
+                        place: place(attr.line),
+                    },
+                );
                 continue;
             }
             let Some(device) = xmlscan::drbd_device(attr.value) else {
@@ -1190,7 +1437,10 @@ impl<'a> Validator<'a> {
                     if own.iter().any(|(v, _)| *v == r) {
                         continue;
                     }
-                    set.volumes.get_key_value(r).filter(|(_, v)| v.object.spec.drbd.is_some()).map(|(k, _)| k.as_str())
+                    set.volumes
+                        .get_key_value(r)
+                        .filter(|(_, v)| v.object.spec.drbd.is_some())
+                        .map(|(k, _)| k.as_str())
                 }
             };
             if !reported.insert(attr.value) {
@@ -1201,7 +1451,10 @@ impl<'a> Validator<'a> {
                     Some(vm) => format!("the device of volume `{v}`, which belongs to VM `{vm}`"),
                     None => format!("the device of volume `{v}`, which this VM does not attach"),
                 },
-                None => "a device that no DRBD Volume of the cluster defines, so nothing replicates it".to_string(),
+                None => {
+                    "a device that no DRBD Volume of the cluster defines, so nothing replicates it"
+                        .to_string()
+                }
             };
             let hint = match volume {
                 Some(v) if owner_of(v).is_none() => format!(
@@ -1214,7 +1467,11 @@ impl<'a> Validator<'a> {
                 Diagnostic::error(
                     "domain-xml-device",
                     o.at(field),
-                    format!("the domain XML uses `{}` ({}), {whose}", attr.value, place(attr.line)),
+                    format!(
+                        "the domain XML uses `{}` ({}), {whose}",
+                        attr.value,
+                        place(attr.line)
+                    ),
                 )
                 .hint(hint),
             );
@@ -1271,8 +1528,12 @@ impl<'a> Validator<'a> {
             }
         }
         for (node, vms) in &bound {
-            let Some(&(cap_cpus, cap_mib)) = capacity.get(node) else { continue };
-            let (cpus, mib) = vms.iter().fold((0, 0), |acc, f| add(acc, (f.cpus, f.memory)));
+            let Some(&(cap_cpus, cap_mib)) = capacity.get(node) else {
+                continue;
+            };
+            let (cpus, mib) = vms
+                .iter()
+                .fold((0, 0), |acc, f| add(acc, (f.cpus, f.memory)));
             if cpus <= cap_cpus && mib <= cap_mib {
                 continue;
             }
@@ -1299,11 +1560,17 @@ impl<'a> Validator<'a> {
         for f in facts.iter().filter(|f| f.sound) {
             let Some(node) = f.only else { continue };
             for (i, other) in f.anti_affinity.iter().enumerate() {
-                let Some(g) = by_name.get(other.as_str()) else { continue };
+                let Some(g) = by_name.get(other.as_str()) else {
+                    continue;
+                };
                 if g.name == f.name || !g.sound || g.only != Some(node) {
                     continue;
                 }
-                let pair = if f.name < g.name { (f.name, g.name) } else { (g.name, f.name) };
+                let pair = if f.name < g.name {
+                    (f.name, g.name)
+                } else {
+                    (g.name, f.name)
+                };
                 if !pairs.insert(pair) {
                     continue;
                 }
@@ -1339,7 +1606,10 @@ impl<'a> Validator<'a> {
         };
         let total_free = capacity.keys().fold((0, 0), |acc, n| add(acc, free(n)));
         let mut displaced: BTreeMap<&str, Vec<&VmFacts>> = BTreeMap::new();
-        for f in facts.iter().filter(|f| f.sound && f.failover && f.only.is_none()) {
+        for f in facts
+            .iter()
+            .filter(|f| f.sound && f.failover && f.only.is_none())
+        {
             if let Some(h) = f.home {
                 displaced.entry(h).or_default().push(f);
             }
@@ -1371,11 +1641,16 @@ impl<'a> Validator<'a> {
             }
             checks.extend(groups);
             for (targets, group) in checks {
-                let need = group.iter().fold((0, 0), |acc, f| add(acc, (f.cpus, f.memory)));
+                let need = group
+                    .iter()
+                    .fold((0, 0), |acc, f| add(acc, (f.cpus, f.memory)));
                 let have = match &targets {
                     None => {
                         let own = free(node);
-                        (total_free.0.saturating_sub(own.0), total_free.1.saturating_sub(own.1))
+                        (
+                            total_free.0.saturating_sub(own.0),
+                            total_free.1.saturating_sub(own.1),
+                        )
                     }
                     Some(t) => t.iter().fold((0, 0), |acc, n| add(acc, free(n))),
                 };
@@ -1414,7 +1689,10 @@ impl<'a> Validator<'a> {
             .iter()
             .flat_map(|(n, e)| {
                 let a = &e.object.spec.addresses;
-                [Some(a.management), a.replication].into_iter().flatten().map(move |ip| (ip, n.as_str()))
+                [Some(a.management), a.replication]
+                    .into_iter()
+                    .flatten()
+                    .map(move |ip| (ip, n.as_str()))
             })
             .collect();
         let mut seen: HashMap<IpAddr, &str> = HashMap::new();
@@ -1423,8 +1701,12 @@ impl<'a> Validator<'a> {
             let spec = &e.object.spec;
             match parse_cidr(&spec.address) {
                 Err(msg) => self.push(
-                    Diagnostic::error("vip-address", o.at("spec.address"), format!("invalid address: {msg}"))
-                        .hint("write ADDRESS/PREFIX, like `192.0.2.10/24` or `2001:db8::10/64`"),
+                    Diagnostic::error(
+                        "vip-address",
+                        o.at("spec.address"),
+                        format!("invalid address: {msg}"),
+                    )
+                    .hint("write ADDRESS/PREFIX, like `192.0.2.10/24` or `2001:db8::10/64`"),
                 ),
                 Ok((ip, prefix)) => {
                     if let IpAddr::V4(v4) = ip {
@@ -1434,42 +1716,77 @@ impl<'a> Validator<'a> {
                             let bits = u32::from(v4);
                             if bits & !mask == 0 || bits & !mask == !mask {
                                 self.push(
-                                    Diagnostic::error("vip-address", o.at("spec.address"), format!("{ip} is the network or broadcast address of /{prefix}"))
-                                        .hint("pick a host address inside the subnet"),
+                                    Diagnostic::error(
+                                        "vip-address",
+                                        o.at("spec.address"),
+                                        format!(
+                                            "{ip} is the network or broadcast address of /{prefix}"
+                                        ),
+                                    )
+                                    .hint("pick a host address inside the subnet"),
                                 );
                             }
                         }
                     }
                     if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
-                        self.push(Diagnostic::error("vip-address", o.at("spec.address"), format!("{ip} cannot be a floating address")));
+                        self.push(Diagnostic::error(
+                            "vip-address",
+                            o.at("spec.address"),
+                            format!("{ip} cannot be a floating address"),
+                        ));
                     }
                     if let Some(other) = seen.insert(ip, name) {
                         self.push(
-                            Diagnostic::error("vip-duplicate", o.at("spec.address"), format!("address {ip} is also VirtualIP `{other}`"))
-                                .hint("two floating addresses cannot share an IP"),
+                            Diagnostic::error(
+                                "vip-duplicate",
+                                o.at("spec.address"),
+                                format!("address {ip} is also VirtualIP `{other}`"),
+                            )
+                            .hint("two floating addresses cannot share an IP"),
                         );
                     }
                     if let Some(node) = node_addrs.get(&ip) {
                         self.push(
-                            Diagnostic::error("vip-collides", o.at("spec.address"), format!("address {ip} is an address of node `{node}`"))
-                                .hint("a floating address must not be any node's own address"),
+                            Diagnostic::error(
+                                "vip-collides",
+                                o.at("spec.address"),
+                                format!("address {ip} is an address of node `{node}`"),
+                            )
+                            .hint("a floating address must not be any node's own address"),
                         );
                     }
                     if let Some(gw) = &spec.gateway {
                         match gw.parse::<IpAddr>() {
-                            Err(_) => self.push(Diagnostic::error("vip-gateway", o.at("spec.gateway"), format!("`{gw}` is not an IP address"))),
+                            Err(_) => self.push(Diagnostic::error(
+                                "vip-gateway",
+                                o.at("spec.gateway"),
+                                format!("`{gw}` is not an IP address"),
+                            )),
                             Ok(g) if !in_subnet(g, ip, prefix) => self.push(
-                                Diagnostic::error("vip-gateway", o.at("spec.gateway"), format!("gateway {g} is not inside {ip}/{prefix}"))
-                                    .hint("the gateway must be reachable on the address's own subnet"),
+                                Diagnostic::error(
+                                    "vip-gateway",
+                                    o.at("spec.gateway"),
+                                    format!("gateway {g} is not inside {ip}/{prefix}"),
+                                )
+                                .hint("the gateway must be reachable on the address's own subnet"),
                             ),
-                            Ok(g) if g == ip => self.push(Diagnostic::error("vip-gateway", o.at("spec.gateway"), "the gateway is the address itself")),
+                            Ok(g) if g == ip => self.push(Diagnostic::error(
+                                "vip-gateway",
+                                o.at("spec.gateway"),
+                                "the gateway is the address itself",
+                            )),
                             Ok(_) => {}
                         }
                     }
                 }
             }
             let ifname = &spec.interface;
-            if ifname.is_empty() || ifname.len() > 15 || ifname.contains(['/', ' ', ':', '\t']) || ifname == "." || ifname == ".." {
+            if ifname.is_empty()
+                || ifname.len() > 15
+                || ifname.contains(['/', ' ', ':', '\t'])
+                || ifname == "."
+                || ifname == ".."
+            {
                 self.push(
                     Diagnostic::error("vip-interface", o.at("spec.interface"), format!("`{ifname}` is not a Linux interface name"))
                         .hint("interface names are 1 to 15 characters without `/`, `:` or spaces, like `br0`"),
@@ -1510,10 +1827,21 @@ impl<'a> Validator<'a> {
                 ),
             }
             if spec.arp.count > 100 {
-                self.push(Diagnostic::error("vip-arp", o.at("spec.arp.count"), "more than 100 gratuitous ARPs is a flood").hint("3 to 5 is usual"));
+                self.push(
+                    Diagnostic::error(
+                        "vip-arp",
+                        o.at("spec.arp.count"),
+                        "more than 100 gratuitous ARPs is a flood",
+                    )
+                    .hint("3 to 5 is usual"),
+                );
             }
             if spec.arp.count > 1 && spec.arp.interval.is_zero() {
-                self.push(Diagnostic::error("vip-arp", o.at("spec.arp.interval"), "several gratuitous ARPs need an interval between them"));
+                self.push(Diagnostic::error(
+                    "vip-arp",
+                    o.at("spec.arp.interval"),
+                    "several gratuitous ARPs need an interval between them",
+                ));
             }
         }
     }
@@ -1530,13 +1858,17 @@ impl<'a> Validator<'a> {
             .filter(|(_, n)| n.object.spec.store_member)
             .map(|(k, _)| k.as_str())
             .collect();
-        let anchor = set.clusters.first().map_or(Anchor::None, |c| c.origin.at("kind"));
+        let anchor = set
+            .clusters
+            .first()
+            .map_or(Anchor::None, |c| c.origin.at("kind"));
         let n = members.len();
         if n < 3 {
             let hint = if self.hypervisors().count() == 2 {
                 "two hypervisors need a witness: add a small third node with `role: witness` that only runs a store member".to_string()
             } else {
-                "run a store member on at least three nodes (`storeMember: true`, the default)".to_string()
+                "run a store member on at least three nodes (`storeMember: true`, the default)"
+                    .to_string()
             };
             self.push(
                 Diagnostic::error(
@@ -1599,7 +1931,11 @@ mod tests {
     }
 
     fn codes(d: &[Diagnostic]) -> Vec<&'static str> {
-        let mut c: Vec<_> = d.iter().map(|d| d.code).filter(|c| *c != "fencing-disabled").collect();
+        let mut c: Vec<_> = d
+            .iter()
+            .map(|d| d.code)
+            .filter(|c| *c != "fencing-disabled")
+            .collect();
         c.sort_unstable();
         c
     }
@@ -1620,17 +1956,25 @@ mod tests {
 
     #[test]
     fn spare_capacity_counts_what_fails_over_against_what_is_free() {
-        let nodes = [node("a", 1, 8, 32), node("b", 2, 8, 32), node("c", 3, 8, 32)];
+        let nodes = [
+            node("a", 1, 8, 32),
+            node("b", 2, 8, 32),
+            node("c", 3, 8, 32),
+        ];
         let mut files: Vec<&str> = vec![CLUSTER];
         files.extend(nodes.iter().map(String::as_str));
         // x leaves a for b (2 CPUs free) or c (8 free); y leaves b for a or c: room enough.
-        let fits = [vm("x", 6, 8, "{preferred: [a]}"), vm("y", 6, 8, "{preferred: [b]}")];
+        let fits = [
+            vm("x", 6, 8, "{preferred: [a]}"),
+            vm("y", 6, 8, "{preferred: [b]}"),
+        ];
         let mut ok = files.clone();
         ok.extend(fits.iter().map(String::as_str));
         let d = check(&ok);
         assert_eq!(codes(&d), Vec::<&str>::new(), "{d:?}");
         let pinned = |n: &str, cpus: u32, on: &str| {
-            vm(n, cpus, 8, &format!("{{allowed: [{on}]}}")).replace("  placement:", "  failover: false\n  placement:")
+            vm(n, cpus, 8, &format!("{{allowed: [{on}]}}"))
+                .replace("  placement:", "  failover: false\n  placement:")
         };
         // p and q may leave a only for b, which has 4 CPUs free beside r; s goes to c. All of
         // them together fit in b and c (8 CPUs in 12), but p and q do not fit in b.
@@ -1644,19 +1988,41 @@ mod tests {
         g.extend(grouped.iter().map(String::as_str));
         let d = check(&g);
         assert_eq!(codes(&d), vec!["spare-capacity"], "{d:?}");
-        let m = &d.iter().find(|d| d.code == "spare-capacity").unwrap().message;
-        assert!(m.contains("losing `a` would leave VMs down: `p`, `q` would"), "{m}");
-        assert!(m.contains("need 6 CPUs and 16GiB, but `b` has only 4 CPUs"), "{m}");
+        let m = &d
+            .iter()
+            .find(|d| d.code == "spare-capacity")
+            .unwrap()
+            .message;
+        assert!(
+            m.contains("losing `a` would leave VMs down: `p`, `q` would"),
+            "{m}"
+        );
+        assert!(
+            m.contains("need 6 CPUs and 16GiB, but `b` has only 4 CPUs"),
+            "{m}"
+        );
         // Allowed everywhere: "the other hypervisors".
-        let everywhere = [vm("big", 8, 30, "{preferred: [a]}"), pinned("b1", 6, "b"), pinned("c1", 6, "c")];
+        let everywhere = [
+            vm("big", 8, 30, "{preferred: [a]}"),
+            pinned("b1", 6, "b"),
+            pinned("c1", 6, "c"),
+        ];
         let mut e = files.clone();
         e.extend(everywhere.iter().map(String::as_str));
         let d = check(&e);
         assert_eq!(codes(&d), vec!["spare-capacity"], "{d:?}");
-        let m = &d.iter().find(|d| d.code == "spare-capacity").unwrap().message;
+        let m = &d
+            .iter()
+            .find(|d| d.code == "spare-capacity")
+            .unwrap()
+            .message;
         assert!(m.contains("the other hypervisors have only 4 CPUs"), "{m}");
         // A VM that prefers no node is counted nowhere: where it runs is not known.
-        let floating = [vm("f", 8, 30, "{}"), pinned("b1", 6, "b"), pinned("c1", 6, "c")];
+        let floating = [
+            vm("f", 8, 30, "{}"),
+            pinned("b1", 6, "b"),
+            pinned("c1", 6, "c"),
+        ];
         let mut f = files.clone();
         f.extend(floating.iter().map(String::as_str));
         assert_eq!(codes(&check(&f)), Vec::<&str>::new());
@@ -1668,14 +2034,21 @@ mod tests {
         // A Cluster with no readable name still is a Cluster: no "no Cluster manifest".
         let broken_cluster = "apiVersion: rampart.dev/v1alpha1\nkind: Cluster\nmetadata: {nme: lab}\nspec: {fencing: disabled}\n";
         let broken_node = node("c", 3, 8, 32).replace("role:", "rol:");
-        let d = check(&[broken_cluster, &nodes[0], &nodes[1], &broken_node,
-            &vm("v", 1, 1, "{allowed: [a, c, nowhere]}")]);
+        let d = check(&[
+            broken_cluster,
+            &nodes[0],
+            &nodes[1],
+            &broken_node,
+            &vm("v", 1, 1, "{allowed: [a, c, nowhere]}"),
+        ]);
         assert_eq!(
             codes(&d),
             vec!["unknown-field", "unknown-field", "unresolved-reference"],
             "{d:?}"
         );
-        assert!(d.iter().any(|d| d.message == "Node `nowhere` is not defined"));
+        assert!(d
+            .iter()
+            .any(|d| d.message == "Node `nowhere` is not defined"));
         // With every Node missing, nothing concludes "no nodes".
         let d = check(&[CLUSTER, &broken_node]);
         assert_eq!(codes(&d), vec!["unknown-field"], "{d:?}");
@@ -1692,7 +2065,17 @@ mod tests {
         let (x, y) = (huge("x", "{allowed: [a]}"), huge("y", "{allowed: [a]}"));
         let d = check(&[CLUSTER, &a, &x, &y]);
         // Each is too big alone: reported as such, not added up.
-        assert_eq!(codes(&d), vec!["does-not-fit", "does-not-fit", "failover-one-node", "failover-one-node", "store-majority"], "{d:?}");
+        assert_eq!(
+            codes(&d),
+            vec![
+                "does-not-fit",
+                "does-not-fit",
+                "failover-one-node",
+                "failover-one-node",
+                "store-majority"
+            ],
+            "{d:?}"
+        );
         let big = node("a", 1, 8, 32).replace("memory: 32GiB", "memory: 17000000000000TiB");
         let b = node("b", 2, 8, 32).replace("memory: 32GiB", "memory: 17000000000000TiB");
         let (x, y) = (huge("x", "{preferred: [a]}"), huge("y", "{preferred: [a]}"));
@@ -1706,12 +2089,18 @@ mod tests {
         assert_eq!(r(3333), "3s");
         assert_eq!(r(666), "600ms");
         assert_eq!(r(33), "33ms");
-        assert_eq!(round_down(std::time::Duration::from_micros(300)).to_string(), "300us");
+        assert_eq!(
+            round_down(std::time::Duration::from_micros(300)).to_string(),
+            "300us"
+        );
     }
 
     #[test]
     fn macs() {
-        assert_eq!(parse_mac("52:54:00:AB:cd:0f"), Some([0x52, 0x54, 0, 0xab, 0xcd, 0x0f]));
+        assert_eq!(
+            parse_mac("52:54:00:AB:cd:0f"),
+            Some([0x52, 0x54, 0, 0xab, 0xcd, 0x0f])
+        );
         assert_eq!(parse_mac("52:54:00:ab:cd"), None);
         assert_eq!(parse_mac("52:54:00:ab:cd:0f:00"), None);
         assert_eq!(parse_mac("+2:54:00:ab:cd:0f"), None);

@@ -186,7 +186,9 @@ impl HostReport {
         self.vms.get(vm).is_some_and(|v| v.state.is_active())
     }
     pub fn vm_running(&self, vm: &str) -> bool {
-        self.vms.get(vm).is_some_and(|v| v.state == VmState::Running)
+        self.vms
+            .get(vm)
+            .is_some_and(|v| v.state == VmState::Running)
     }
     pub fn primary(&self, volume: &str) -> bool {
         self.volumes
@@ -194,4 +196,3 @@ impl HostReport {
             .is_some_and(|v| v.role == DrbdRole::Primary)
     }
 }
-

@@ -35,7 +35,7 @@ pub use report::{Ineligible, Pending, Subject, Wait};
 
 use crate::manifest::cluster::{Failback, FencingPolicy, NoQuorumPolicy};
 use crate::model::{
-    Assignment, DiskState, Desired, FenceStep, HostReport, Lease, Observed, Placement, Time,
+    Assignment, Desired, DiskState, FenceStep, HostReport, Lease, Observed, Placement, Time,
     VipFollows, VmDesc, VmTarget, VolumeKind, VolumeRole,
 };
 
@@ -253,7 +253,10 @@ impl<'a> Ctx<'a> {
             && report.is_none_or(|r| {
                 r.addresses.is_empty()
                     && !r.vms.values().any(|v| v.state.is_active())
-                    && !r.volumes.values().any(|v| v.role == crate::model::DrbdRole::Primary)
+                    && !r
+                        .volumes
+                        .values()
+                        .any(|v| v.role == crate::model::DrbdRole::Primary)
             })
     }
 
@@ -283,7 +286,10 @@ impl<'a> Ctx<'a> {
     /// start it. So it counts as holding whatever it may hold (see [`Ctx::may_hold_vm`])
     /// until it reports (or, lost, until it is safe).
     fn lagging(&self, n: &str) -> Option<u64> {
-        if !matches!(self.state(n), NodeState::Alive | NodeState::Lost { safe: false, .. }) {
+        if !matches!(
+            self.state(n),
+            NodeState::Alive | NodeState::Lost { safe: false, .. }
+        ) {
             return None;
         }
         let prev_gen = self.prev.assignments.get(n).map_or(0, |a| a.generation);
@@ -303,7 +309,11 @@ impl<'a> Ctx<'a> {
         }
         vm.volumes.iter().any(|v| {
             report.is_some_and(|r| r.volumes.contains_key(v))
-                || self.d.volumes.get(v).is_some_and(|d| d.is_drbd() && d.nodes().contains(&n))
+                || self
+                    .d
+                    .volumes
+                    .get(v)
+                    .is_some_and(|d| d.is_drbd() && d.nodes().contains(&n))
         })
     }
 
@@ -414,7 +424,12 @@ fn stop_everything(prev: &Placement) -> Placement {
 }
 
 /// Fill in per-VM status and sort the pending list.
-fn finish(ctx: &Ctx, placement: Placement, fence: Vec<FenceRequest>, mut pending: Vec<Pending>) -> Plan {
+fn finish(
+    ctx: &Ctx,
+    placement: Placement,
+    fence: Vec<FenceRequest>,
+    mut pending: Vec<Pending>,
+) -> Plan {
     let mut vms = BTreeMap::new();
     for name in ctx.d.vms.keys() {
         let node = placement.vms.get(name).cloned();
@@ -453,7 +468,12 @@ fn fence_requests(ctx: &Ctx, pending: &mut Vec<Pending>) -> Vec<FenceRequest> {
         else {
             continue;
         };
-        let levels = ctx.d.nodes.get(*n).map(|x| x.fencing.as_slice()).unwrap_or(&[]);
+        let levels = ctx
+            .d
+            .nodes
+            .get(*n)
+            .map(|x| x.fencing.as_slice())
+            .unwrap_or(&[]);
         if levels.is_empty() && ctx.holds_nothing(n) {
             // A witness (or any node that was never given work): nothing to take over from
             // it, so nothing waits on it.
@@ -474,7 +494,13 @@ fn fence_requests(ctx: &Ctx, pending: &mut Vec<Pending>) -> Vec<FenceRequest> {
             .get(*n)
             .map(|x| x.fence_attempts.as_slice())
             .unwrap_or(&[]);
-        match next_level(levels.len(), attempts, *since, ctx.d.cluster.fence_timeout, ctx.now) {
+        match next_level(
+            levels.len(),
+            attempts,
+            *since,
+            ctx.d.cluster.fence_timeout,
+            ctx.now,
+        ) {
             Ok(level) => out.push(FenceRequest {
                 node: n.to_string(),
                 level: level + 1,
@@ -544,7 +570,11 @@ struct Builder<'c, 'a> {
 
 impl<'c, 'a> Builder<'c, 'a> {
     fn new(ctx: &'c Ctx<'a>) -> Self {
-        let assignments = ctx.state.keys().map(|n| (*n, Assignment::default())).collect();
+        let assignments = ctx
+            .state
+            .keys()
+            .map(|n| (*n, Assignment::default()))
+            .collect();
         Builder {
             ctx,
             target: Map::default(),
@@ -580,7 +610,8 @@ impl<'c, 'a> Builder<'c, 'a> {
             return Some(Ineligible::Down);
         };
         let (cpus, mem) = self.used.get(node).copied().unwrap_or_default();
-        let (cpus_free, memory_free_mib) = (i64::from(desc.cpus) - cpus, desc.memory_mib as i64 - mem);
+        let (cpus_free, memory_free_mib) =
+            (i64::from(desc.cpus) - cpus, desc.memory_mib as i64 - mem);
         if cpus_free < i64::from(vm.cpus) || memory_free_mib < vm.memory_mib as i64 {
             return Some(Ineligible::Capacity {
                 cpus_free,
@@ -641,7 +672,10 @@ impl<'c, 'a> Builder<'c, 'a> {
                 .get(&vm.name)
                 .map(String::as_str)
                 .or_else(|| self.adopt(vm));
-            let Some(cur) = current.and_then(|c| vm.candidates.iter().find(|x| *x == c)).map(String::as_str) else {
+            let Some(cur) = current
+                .and_then(|c| vm.candidates.iter().find(|x| *x == c))
+                .map(String::as_str)
+            else {
                 // New, or its node is no longer allowed (a manifest change moves it).
                 let leaving = current.filter(|c| ctx.alive(c));
                 to_place.push((vm, leaving));
@@ -730,10 +764,16 @@ impl<'c, 'a> Builder<'c, 'a> {
             if !vm.failover || self.leaving.contains_key(vm.name.as_str()) {
                 continue;
             }
-            let Some(&cur) = self.target.get(vm.name.as_str()) else { continue };
+            let Some(&cur) = self.target.get(vm.name.as_str()) else {
+                continue;
+            };
             let running_here = ctx.reports.get(cur).is_some_and(|r| r.vm_running(&vm.name));
             // Only a VM settled where it is: not one still arriving by live migration.
-            let settled = ctx.prev.assignments.get(cur).and_then(|a| a.vms.get(vm.name.as_str()))
+            let settled = ctx
+                .prev
+                .assignments
+                .get(cur)
+                .and_then(|a| a.vms.get(vm.name.as_str()))
                 == Some(&VmTarget::Run);
             if !ctx.alive(cur) || !running_here || !settled {
                 continue;
@@ -779,7 +819,11 @@ impl<'c, 'a> Builder<'c, 'a> {
                 });
                 continue;
             }
-            let prev_here = ctx.prev.assignments.get(node).and_then(|a| a.vms.get(vm_name));
+            let prev_here = ctx
+                .prev
+                .assignments
+                .get(node)
+                .and_then(|a| a.vms.get(vm_name));
             let migration_from = self.migration_into(vm_name, node);
             match ctx.state(node) {
                 NodeState::Lost { safe, .. } => {
@@ -831,7 +875,8 @@ impl<'c, 'a> Builder<'c, 'a> {
                 } else if ctx.alive(src) {
                     let taken = ctx.lagging(src).is_none();
                     let running = ctx.reports.get(src).is_some_and(|r| r.vm_running(vm_name));
-                    if vm.live_migration && (running || !taken) && others.iter().all(|h| *h == src) {
+                    if vm.live_migration && (running || !taken) && others.iter().all(|h| *h == src)
+                    {
                         self.assign_vm(src, vm_name, VmTarget::MigrateTo(node.to_string()));
                         self.assign_vm(node, vm_name, VmTarget::Incoming(src.to_string()));
                         pending.push(Pending {
@@ -861,7 +906,11 @@ impl<'c, 'a> Builder<'c, 'a> {
             // told to run it: one where it has just arrived is first confirmed there.
             if let Some(&src) = self.leaving.get(vm_name) {
                 let src_running = ctx.reports.get(src).is_some_and(|r| r.vm_running(vm_name));
-                let src_runs = ctx.prev.assignments.get(src).and_then(|a| a.vms.get(vm_name))
+                let src_runs = ctx
+                    .prev
+                    .assignments
+                    .get(src)
+                    .and_then(|a| a.vms.get(vm_name))
                     == Some(&VmTarget::Run);
                 if vm.live_migration
                     && ctx.alive(src)
@@ -904,7 +953,11 @@ impl<'c, 'a> Builder<'c, 'a> {
                 continue;
             }
             let blocked = others.iter().find(|h| {
-                let in_prev = ctx.prev.assignments.get(**h).is_some_and(|a| a.holds_vm(vm_name))
+                let in_prev = ctx
+                    .prev
+                    .assignments
+                    .get(**h)
+                    .is_some_and(|a| a.holds_vm(vm_name))
                     || vm.volumes.iter().any(|v| {
                         ctx.prev
                             .assignments
@@ -992,7 +1045,14 @@ impl<'c, 'a> Builder<'c, 'a> {
             .filter(|h| *h != node)
             .collect();
         for v in &vm.volumes {
-            out.extend(ctx.volume_primaries.get(v.as_str()).unwrap_or(EMPTY).iter().copied().filter(|h| *h != node));
+            out.extend(
+                ctx.volume_primaries
+                    .get(v.as_str())
+                    .unwrap_or(EMPTY)
+                    .iter()
+                    .copied()
+                    .filter(|h| *h != node),
+            );
         }
         if out.len() > 1 {
             out.sort_unstable();
@@ -1016,7 +1076,11 @@ impl<'c, 'a> Builder<'c, 'a> {
             let VolumeKind::Drbd { replicas } = &vol.kind else {
                 continue;
             };
-            let primary_on = vol.vm.as_deref().and_then(|vm| self.active.get(vm)).copied();
+            let primary_on = vol
+                .vm
+                .as_deref()
+                .and_then(|vm| self.active.get(vm))
+                .copied();
             for r in replicas {
                 let role = if Some(r.as_str()) == primary_on {
                     VolumeRole::Primary
@@ -1040,10 +1104,13 @@ impl<'c, 'a> Builder<'c, 'a> {
                 VipFollows::Nodes(nodes) => {
                     let ok = |n: &str| ctx.alive(n) && !ctx.drained(n);
                     let kept = cur.and_then(|c| nodes.iter().find(|n| *n == c && ok(n)));
-                    let lost_unsafe = cur.filter(|c| matches!(ctx.state(c), NodeState::Lost { safe: false, .. }));
+                    let lost_unsafe =
+                        cur.filter(|c| matches!(ctx.state(c), NodeState::Lost { safe: false, .. }));
                     match lost_unsafe {
                         Some(c) => Some(c),
-                        None => kept.or_else(|| nodes.iter().find(|n| ok(n))).map(String::as_str),
+                        None => kept
+                            .or_else(|| nodes.iter().find(|n| ok(n)))
+                            .map(String::as_str),
                     }
                 }
             };
@@ -1059,12 +1126,20 @@ impl<'c, 'a> Builder<'c, 'a> {
             if matches!(vip.follows, VipFollows::Nodes(_)) {
                 self.vip_target.insert(name, node);
             }
-            let prev_here = ctx.prev.assignments.get(node).is_some_and(|a| a.vips.contains(name));
+            let prev_here = ctx
+                .prev
+                .assignments
+                .get(node)
+                .is_some_and(|a| a.vips.contains(name));
             if !ctx.alive(node) {
                 // On a lost node (not yet safe, or holding a pinned VM): kept there if it was
                 // there, as the VM is; nothing else may take it meanwhile.
                 if prev_here {
-                    self.assignments.entry(node).or_default().vips.insert(name.clone());
+                    self.assignments
+                        .entry(node)
+                        .or_default()
+                        .vips
+                        .insert(name.clone());
                 }
                 let wait = match &vip.follows {
                     VipFollows::Vm(vm) => Wait::VmNotRunning { vm: vm.clone() },
@@ -1091,7 +1166,11 @@ impl<'c, 'a> Builder<'c, 'a> {
                 }
             }
             let blocked = others.iter().find(|h| {
-                let in_prev = ctx.prev.assignments.get(**h).is_some_and(|a| a.vips.contains(name));
+                let in_prev = ctx
+                    .prev
+                    .assignments
+                    .get(**h)
+                    .is_some_and(|a| a.vips.contains(name));
                 !ctx.released(h, |r| r.addresses.contains(&vip.address), in_prev)
             });
             match blocked {
@@ -1100,7 +1179,11 @@ impl<'c, 'a> Builder<'c, 'a> {
                     wait: ctx.blocking_wait(h),
                 }),
                 None => {
-                    self.assignments.entry(node).or_default().vips.insert(name.clone());
+                    self.assignments
+                        .entry(node)
+                        .or_default()
+                        .vips
+                        .insert(name.clone());
                     if let VipFollows::Vm(vm) = &vip.follows {
                         if !ctx.reports.get(node).is_some_and(|r| r.vm_running(vm)) {
                             pending.push(Pending {
@@ -1118,7 +1201,11 @@ impl<'c, 'a> Builder<'c, 'a> {
     /// address follows, it is one of the nodes the address floats among, or its host has it.
     fn may_hold_vip(&self, n: &str, vip: &crate::model::VipDesc) -> bool {
         let ctx = self.ctx;
-        if ctx.reports.get(n).is_some_and(|r| r.addresses.contains(&vip.address)) {
+        if ctx
+            .reports
+            .get(n)
+            .is_some_and(|r| r.addresses.contains(&vip.address))
+        {
             return true;
         }
         match &vip.follows {
@@ -1177,7 +1264,10 @@ mod tests {
     fn fencing_levels_are_tried_in_order_then_retried_after_backoff() {
         let b = std::time::Duration::from_secs(60);
         assert_eq!(next_level(2, &[], Time(0), b, Time(1)), Ok(0));
-        assert_eq!(next_level(2, &[attempt(1, 5, false)], Time(0), b, Time(6)), Ok(1));
+        assert_eq!(
+            next_level(2, &[attempt(1, 5, false)], Time(0), b, Time(6)),
+            Ok(1)
+        );
         let both = [attempt(1, 5, false), attempt(2, 7, false)];
         assert_eq!(next_level(2, &both, Time(0), b, Time(8)), Err(Time(60_007)));
         assert_eq!(next_level(2, &both, Time(0), b, Time(60_007)), Ok(0));

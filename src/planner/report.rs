@@ -35,14 +35,26 @@ pub enum Ineligible {
     NotJoined,
     Drained,
     /// Not enough room: what is free there.
-    Capacity { cpus_free: i64, memory_free_mib: i64 },
-    AntiAffinity { vm: String },
+    Capacity {
+        cpus_free: i64,
+        memory_free_mib: i64,
+    },
+    AntiAffinity {
+        vm: String,
+    },
     /// The volume's disk there is not UpToDate.
-    Disk { volume: String, state: String },
+    Disk {
+        volume: String,
+        state: String,
+    },
     /// The node has not reported the volume's disk state (its agent has not brought the
     /// volume up yet, for example just after a reboot, when it may still need a resync).
-    DiskUnknown { volume: String },
-    SplitBrain { volume: String },
+    DiskUnknown {
+        volume: String,
+    },
+    SplitBrain {
+        volume: String,
+    },
     /// The node the VM is leaving.
     Leaving,
 }
@@ -70,11 +82,17 @@ impl std::fmt::Display for Ineligible {
 #[serde(rename_all = "camelCase")]
 pub enum Wait {
     /// Fewer than a majority of store members are alive: placement is frozen.
-    QuorumLost { alive: usize, members: usize },
+    QuorumLost {
+        alive: usize,
+        members: usize,
+    },
     /// Maintenance mode: placement is frozen, nothing is fenced.
     Maintenance,
     /// The node must be fenced (or pass its self-fence deadline) before work leaves it.
-    Fencing { node: String, deadline: Option<Time> },
+    Fencing {
+        node: String,
+        deadline: Option<Time>,
+    },
     /// Every fencing level failed; nothing leaves the node until a retry succeeds, an admin
     /// confirms by hand, or its self-fence deadline (if it has a watchdog) passes.
     FencingFailed {
@@ -83,24 +101,46 @@ pub enum Wait {
         deadline: Option<Time>,
     },
     /// The node is lost and has no fencing level: only its self-fence deadline can free it.
-    Unfenceable { node: String },
+    Unfenceable {
+        node: String,
+    },
     /// Waiting for the node to give it up (stop the VM, demote the volume, drop the address).
-    Release { node: String },
+    Release {
+        node: String,
+    },
     /// The node's last report is for an older generation than its assignment: it may still
     /// act on an older assignment (start what that gave it), so nothing it might hold is
     /// given to another node until it reports this generation.
-    Acknowledge { node: String, generation: u64 },
-    Migration { from: String, to: String },
-    NoEligibleNode { reasons: Vec<(String, Ineligible)> },
+    Acknowledge {
+        node: String,
+        generation: u64,
+    },
+    Migration {
+        from: String,
+        to: String,
+    },
+    NoEligibleNode {
+        reasons: Vec<(String, Ineligible)>,
+    },
     /// The VM may not fail over and its node is down: it stays down until the node returns.
-    PinnedDown { node: String },
+    PinnedDown {
+        node: String,
+    },
     /// The VM may not fail over and its node is drained: stopped until the node is undrained.
-    PinnedDrained { node: String },
-    SplitBrain { nodes: Vec<String> },
+    PinnedDrained {
+        node: String,
+    },
+    SplitBrain {
+        nodes: Vec<String>,
+    },
     /// The address waits for its VM to run.
-    VmNotRunning { vm: String },
+    VmNotRunning {
+        vm: String,
+    },
     /// The node has never reported; it gets no work until its agent joins.
-    NotJoined { node: String },
+    NotJoined {
+        node: String,
+    },
 }
 
 impl std::fmt::Display for Wait {

@@ -43,7 +43,14 @@ pub fn render(plan: &Plan, prev: &Placement) -> String {
                     None => d.device.clone(),
                 })
                 .collect();
-            writeln!(out, "  {}: level {} via {}", f.node, f.level, devs.join(" + ")).unwrap();
+            writeln!(
+                out,
+                "  {}: level {} via {}",
+                f.node,
+                f.level,
+                devs.join(" + ")
+            )
+            .unwrap();
         }
     }
     writeln!(out, "assignments:").unwrap();

@@ -63,7 +63,10 @@ impl Step {
     pub fn is_quiet(&self, prev: &Placement) -> bool {
         self.fence_results.is_empty()
             && self.plan.is_steady(prev)
-            && self.actions.iter().all(|a| a.done.is_empty() && a.failed.is_none() && !a.self_demoted)
+            && self
+                .actions
+                .iter()
+                .all(|a| a.done.is_empty() && a.failed.is_none() && !a.self_demoted)
     }
 }
 
@@ -131,7 +134,8 @@ impl Engine {
                 }
             }
             if !obs.fence_attempts.is_empty() {
-                e.fence_attempts.insert(name.clone(), obs.fence_attempts.clone());
+                e.fence_attempts
+                    .insert(name.clone(), obs.fence_attempts.clone());
             }
         }
         if let Some(p) = &snap.placement {
@@ -223,13 +227,21 @@ impl Engine {
             if ok {
                 self.world.power_off(&req.node);
             }
-            self.fence_attempts.entry(req.node.clone()).or_default().push(FenceAttempt {
-                level: req.level,
-                device: req.devices.iter().map(|s| s.device.as_str()).collect::<Vec<_>>().join("+"),
-                at: self.now,
-                ok,
-                error: error.clone(),
-            });
+            self.fence_attempts
+                .entry(req.node.clone())
+                .or_default()
+                .push(FenceAttempt {
+                    level: req.level,
+                    device: req
+                        .devices
+                        .iter()
+                        .map(|s| s.device.as_str())
+                        .collect::<Vec<_>>()
+                        .join("+"),
+                    at: self.now,
+                    ok,
+                    error: error.clone(),
+                });
             fence_results.push((req.clone(), ok, error));
         }
         self.placement = plan.placement.clone();
@@ -271,9 +283,11 @@ impl Engine {
                 // Self-demotion (S3) goes the forced way and past any failure: everything it
                 // can stop must be stopped before the lease runs out.
                 let done = if forced {
-                    self.world.apply_forced(&self.desired, &self.resources, &name, &act)
+                    self.world
+                        .apply_forced(&self.desired, &self.resources, &name, &act)
                 } else {
-                    self.world.apply(&self.desired, &self.resources, &name, &act)
+                    self.world
+                        .apply(&self.desired, &self.resources, &name, &act)
                 };
                 match done {
                     Ok(()) => rec.done.push(act.to_string()),
@@ -346,7 +360,9 @@ impl Engine {
             .filter(|n| n.joined && !n.reachable() && self.now <= n.lease_expires)
             .map(|n| n.lease_expires);
         let deadlines = last.plan.pending.iter().filter_map(|p| match &p.wait {
-            planner::Wait::Fencing { deadline: Some(t), .. } if *t >= self.now => Some(*t),
+            planner::Wait::Fencing {
+                deadline: Some(t), ..
+            } if *t >= self.now => Some(*t),
             _ => None,
         });
         leases.chain(deadlines).min()
@@ -379,8 +395,12 @@ impl Engine {
 
     /// The nodes on which each VM really runs now.
     pub fn running(&self) -> BTreeMap<String, Vec<String>> {
-        let mut out: BTreeMap<String, Vec<String>> =
-            self.desired.vms.keys().map(|v| (v.clone(), Vec::new())).collect();
+        let mut out: BTreeMap<String, Vec<String>> = self
+            .desired
+            .vms
+            .keys()
+            .map(|v| (v.clone(), Vec::new()))
+            .collect();
         for (n, x) in &self.world.nodes {
             if !x.powered {
                 continue;
@@ -404,7 +424,10 @@ mod tests {
         let report = crate::manifest::check(&crate::source::fs::Paths::new([dir]));
         Desired::from_report(&report).unwrap_or_else(|e| {
             let diags: Vec<String> = report.rendered().iter().map(|d| d.to_text()).collect();
-            panic!("the reference cluster does not validate: {e}\n{}", diags.join("\n"))
+            panic!(
+                "the reference cluster does not validate: {e}\n{}",
+                diags.join("\n")
+            )
         })
     }
 
@@ -415,15 +438,20 @@ mod tests {
         let mut e = Engine::new(reference());
         e.run_until_stable(20);
         assert_eq!(e.running()["www"], vec!["beta".to_string()]);
-        e.world
-            .failing_actions
-            .insert(("beta".into(), "stop vm www".into()), "guest ignores ACPI".into());
+        e.world.failing_actions.insert(
+            ("beta".into(), "stop vm www".into()),
+            "guest ignores ACPI".into(),
+        );
         e.partition("beta");
         e.step();
         let beta = &e.world.nodes["beta"].host;
         assert!(!beta.vm_active("www") && !beta.primary("www") && beta.addresses.is_empty());
         e.run_until_stable(40);
-        let v: Vec<String> = e.violations.iter().map(|(t, v)| format!("{t}: {v}")).collect();
+        let v: Vec<String> = e
+            .violations
+            .iter()
+            .map(|(t, v)| format!("{t}: {v}"))
+            .collect();
         assert!(v.is_empty(), "{v:#?}");
         assert_eq!(e.running()["www"], vec!["alpha".to_string()]);
     }

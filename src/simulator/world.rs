@@ -3,11 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::agent::local::{Action, LocalResources};
+use crate::model::Desired;
 use crate::model::{
     Assignment, DiskState, DrbdObserved, DrbdRole, HostReport, Time, VmObserved, VmState,
     VolumeKind,
 };
-use crate::model::Desired;
 
 /// One simulated node.
 #[derive(Debug, Clone)]
@@ -94,7 +94,10 @@ impl SimWorld {
         node: &str,
         action: &Action,
     ) -> Result<(), String> {
-        if let Some(err) = self.failing_actions.get(&(node.to_string(), action.to_string())) {
+        if let Some(err) = self
+            .failing_actions
+            .get(&(node.to_string(), action.to_string()))
+        {
             return Err(format!("simulated failure: {err}"));
         }
         self.apply_forced(d, res, node, action)
@@ -129,7 +132,10 @@ impl SimWorld {
                 let host = &self.nodes[node].host;
                 if let Some(desc) = d.vms.get(vm) {
                     for v in &desc.volumes {
-                        let drbd = d.volumes.get(v).is_some_and(|x| matches!(x.kind, VolumeKind::Drbd { .. }));
+                        let drbd = d
+                            .volumes
+                            .get(v)
+                            .is_some_and(|x| matches!(x.kind, VolumeKind::Drbd { .. }));
                         if drbd && !host.primary(v) {
                             return Err(format!("cannot open /dev/drbd of {v}: not Primary"));
                         }
@@ -137,17 +143,26 @@ impl SimWorld {
                 }
             }
             Action::AddAddress { address, .. } => {
-                if let Some(other) = peers_with(self, &|h: &HostReport| h.addresses.contains(address)) {
+                if let Some(other) =
+                    peers_with(self, &|h: &HostReport| h.addresses.contains(address))
+                {
                     return Err(format!("address {address} is in use by {other}"));
                 }
             }
             Action::MigrateVm { vm, to } => {
                 let ok = self.nodes.get(to).is_some_and(|n| n.powered);
                 if !ok {
-                    return Err(format!("migration of {vm} to {to}: destination unreachable"));
+                    return Err(format!(
+                        "migration of {vm} to {to}: destination unreachable"
+                    ));
                 }
                 self.nodes.get_mut(node).unwrap().host.vms.remove(vm);
-                self.nodes.get_mut(to).unwrap().host.vms.insert(vm.clone(), VmObserved { state: VmState::Running });
+                self.nodes.get_mut(to).unwrap().host.vms.insert(
+                    vm.clone(),
+                    VmObserved {
+                        state: VmState::Running,
+                    },
+                );
                 return Ok(());
             }
             _ => {}
@@ -159,7 +174,12 @@ impl SimWorld {
                 h.addresses.remove(address);
             }
             Action::StopVm { vm } => {
-                h.vms.insert(vm.clone(), VmObserved { state: VmState::Shutoff });
+                h.vms.insert(
+                    vm.clone(),
+                    VmObserved {
+                        state: VmState::Shutoff,
+                    },
+                );
             }
             Action::Demote { volume } => {
                 if let Some(v) = h.volumes.get_mut(volume) {
@@ -187,7 +207,12 @@ impl SimWorld {
                 }
             }
             Action::StartVm { vm } => {
-                h.vms.insert(vm.clone(), VmObserved { state: VmState::Running });
+                h.vms.insert(
+                    vm.clone(),
+                    VmObserved {
+                        state: VmState::Running,
+                    },
+                );
             }
             Action::AddAddress { address, .. } => {
                 h.addresses.insert(address.clone());

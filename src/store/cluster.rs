@@ -111,7 +111,10 @@ impl ClusterStore {
 
     /// Read the whole cluster state at one revision.
     pub async fn view(&self) -> Result<ClusterView, StoreError> {
-        let (kvs, revision) = self.store.range(format!("{}/", self.prefix).as_bytes()).await?;
+        let (kvs, revision) = self
+            .store
+            .range(format!("{}/", self.prefix).as_bytes())
+            .await?;
         let mut v = ClusterView {
             revision,
             ..Default::default()
@@ -119,7 +122,8 @@ impl ClusterStore {
         let skip = self.prefix.len() + 1;
         for kv in kvs {
             let Ok(key) = std::str::from_utf8(&kv.key[skip..]) else {
-                v.garbage.push(String::from_utf8_lossy(&kv.key).into_owned());
+                v.garbage
+                    .push(String::from_utf8_lossy(&kv.key).into_owned());
                 continue;
             };
             let parts: Vec<&str> = key.split('/').collect();
@@ -189,14 +193,23 @@ impl ClusterStore {
     pub async fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StateError> {
         match self.store.get(key).await? {
             None => Ok(None),
-            Some(kv) => serde_json::from_slice(&kv.value).map(Some).map_err(|e| StateError::Garbage {
-                key: String::from_utf8_lossy(key).into_owned(),
-                message: e.to_string(),
-            }),
+            Some(kv) => {
+                serde_json::from_slice(&kv.value)
+                    .map(Some)
+                    .map_err(|e| StateError::Garbage {
+                        key: String::from_utf8_lossy(key).into_owned(),
+                        message: e.to_string(),
+                    })
+            }
         }
     }
 
-    pub async fn put<T: Serialize>(&self, key: &[u8], value: &T, lease: Option<LeaseId>) -> Result<(), StoreError> {
+    pub async fn put<T: Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        lease: Option<LeaseId>,
+    ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).expect("state values serialize");
         self.store.put(key, &bytes, lease).await.map(|_| ())
     }
@@ -207,7 +220,13 @@ impl ClusterStore {
     /// `lost` names the nodes the plan treated as gone: the write also fails if any of them has
     /// taken a lease again since the view was read, so work is never moved off a node that has
     /// just come back (the controller re-plans instead).
-    pub async fn leader_txn(&self, me: &str, elected_rev: i64, lost: &[&str], ops: Vec<Op>) -> Result<bool, StoreError> {
+    pub async fn leader_txn(
+        &self,
+        me: &str,
+        elected_rev: i64,
+        lost: &[&str],
+        ops: Vec<Op>,
+    ) -> Result<bool, StoreError> {
         let k = self.leader_key();
         let mut compares = vec![
             Compare::value(k.clone(), CompareOp::Equal, me.as_bytes().to_vec()),
@@ -233,7 +252,10 @@ impl ClusterStore {
         let mut ops = Vec::new();
         for (n, a) in &next.assignments {
             if prev.assignments.get(n) != Some(a) {
-                ops.push(Op::put(self.assignment_key(n), serde_json::to_vec(a).expect("serialize")));
+                ops.push(Op::put(
+                    self.assignment_key(n),
+                    serde_json::to_vec(a).expect("serialize"),
+                ));
             }
         }
         if prev.vms != next.vms || prev.vips != next.vips {
@@ -241,7 +263,10 @@ impl ClusterStore {
                 vms: next.vms.clone(),
                 vips: next.vips.clone(),
             };
-            ops.push(Op::put(self.key("placement"), serde_json::to_vec(&c).expect("serialize")));
+            ops.push(Op::put(
+                self.key("placement"),
+                serde_json::to_vec(&c).expect("serialize"),
+            ));
         }
         ops
     }

@@ -79,8 +79,8 @@ use tokio::time::Instant;
 
 use super::url::{parse_etcd_url, AddressError, EtcdAddress};
 use super::{
-    Bytes, Compare, CompareOp, CompareTarget, KeyValue, LeaseId, Op, OpResponse, Store,
-    StoreError, Txn, TxnResponse, WatchEvent, WatchResponse, WatchStream, MAX_TXN_OPS,
+    Bytes, Compare, CompareOp, CompareTarget, KeyValue, LeaseId, Op, OpResponse, Store, StoreError,
+    Txn, TxnResponse, WatchEvent, WatchResponse, WatchStream, MAX_TXN_OPS,
 };
 
 /// Timing of the etcd store. The defaults suit etcd's default timing and Rampart's default
@@ -604,13 +604,18 @@ impl Shared {
             } else {
                 remaining
             };
-            let outcome = tokio::time::timeout(limit, attempt(self.client.clone(), uncertain.clone()))
-                .await
-                .unwrap_or_else(|_| Err(Failure::uncertain(StoreError::Timeout)));
+            let outcome =
+                tokio::time::timeout(limit, attempt(self.client.clone(), uncertain.clone()))
+                    .await
+                    .unwrap_or_else(|_| Err(Failure::uncertain(StoreError::Timeout)));
             let failure = match outcome {
                 Ok(value) => {
                     if attempts > 1 {
-                        tracing::debug!(call = what, attempts, "etcd call succeeded after retrying");
+                        tracing::debug!(
+                            call = what,
+                            attempts,
+                            "etcd call succeeded after retrying"
+                        );
                     }
                     return Ok(value);
                 }
@@ -684,7 +689,8 @@ impl Shared {
 
     fn etcd_txn(&self, txn: &Txn) -> ec::Txn {
         let compares: Vec<ec::Compare> = txn.compare.iter().map(|c| self.etcd_compare(c)).collect();
-        let ops = |ops: &[Op]| -> Vec<ec::TxnOp> { ops.iter().map(|op| self.etcd_op(op)).collect() };
+        let ops =
+            |ops: &[Op]| -> Vec<ec::TxnOp> { ops.iter().map(|op| self.etcd_op(op)).collect() };
         ec::Txn::new()
             .when(compares)
             .and_then(ops(&txn.success))
@@ -783,9 +789,17 @@ impl Shared {
     }
 
     /// Renews through the lease's keep-alive stream, opening one if there is none.
-    async fn keep_alive_once(&self, client: ec::Client, lease: LeaseId) -> Result<Duration, Failure> {
+    async fn keep_alive_once(
+        &self,
+        client: ec::Client,
+        lease: LeaseId,
+    ) -> Result<Duration, Failure> {
         let not_found = || Failure::never(StoreError::LeaseNotFound { lease });
-        let cached = self.keepers.lock().expect("keepers poisoned").remove(&lease.0);
+        let cached = self
+            .keepers
+            .lock()
+            .expect("keepers poisoned")
+            .remove(&lease.0);
         let (mut keeper, mut stream) = match cached {
             Some(open) => open,
             None => {
@@ -838,11 +852,11 @@ impl Shared {
             .watch(prefix, Some(options))
             .await
             .map_err(classify)?;
-        let first = stream
-            .message()
-            .await
-            .map_err(classify)?
-            .ok_or_else(|| Failure::uncertain(unavailable("watch stream ended before the watch was created")))?;
+        let first = stream.message().await.map_err(classify)?.ok_or_else(|| {
+            Failure::uncertain(unavailable(
+                "watch stream ended before the watch was created",
+            ))
+        })?;
         if first.canceled() {
             if first.compact_revision() > 0 {
                 let requested = from.unwrap_or(0);
@@ -940,7 +954,11 @@ async fn forward_watch(
                 continue;
             }
             Ok(Some(resp)) => {
-                tracing::info!(reason = resp.cancel_reason(), next, "etcd canceled a watch; resuming it");
+                tracing::info!(
+                    reason = resp.cancel_reason(),
+                    next,
+                    "etcd canceled a watch; resuming it"
+                );
             }
             Ok(None) => tracing::info!(next, "etcd watch stream ended; resuming it"),
             Err(e) => tracing::info!(error = %e, next, "etcd watch stream broke; resuming it"),
@@ -976,8 +994,12 @@ enum TxnSafety {
 }
 
 fn writes(ops: &[Op]) -> bool {
-    ops.iter()
-        .any(|op| matches!(op, Op::Put { .. } | Op::Delete { .. } | Op::DeletePrefix { .. }))
+    ops.iter().any(|op| {
+        matches!(
+            op,
+            Op::Put { .. } | Op::Delete { .. } | Op::DeletePrefix { .. }
+        )
+    })
 }
 
 fn txn_safety(txn: &Txn) -> TxnSafety {
@@ -1001,7 +1023,10 @@ fn txn_safety(txn: &Txn) -> TxnSafety {
 /// Whether applying `ops` makes `compare` false for good (see the module docs).
 fn fences_itself(compare: &Compare, ops: &[Op]) -> bool {
     let key = compare.key.as_slice();
-    let puts = || ops.iter().any(|op| matches!(op, Op::Put { key: k, .. } if k == key));
+    let puts = || {
+        ops.iter()
+            .any(|op| matches!(op, Op::Put { key: k, .. } if k == key))
+    };
     let removes = || {
         ops.iter().any(|op| match op {
             Op::Delete { key: k } => k == key,
@@ -1077,31 +1102,38 @@ impl Store for EtcdStore {
         let id = AtomicI64::new(random_lease_id());
         let shared = &self.shared;
         let granted = shared
-            .call("grant_lease", shared.options.call_timeout, true, |mut client, uncertain| {
-                let id = &id;
-                async move {
-                    let wanted = id.load(Ordering::Relaxed);
-                    let options = ec::LeaseGrantOptions::new().with_id(wanted);
-                    match client.lease_grant(seconds, Some(options)).await {
-                        Ok(resp) if resp.error().is_empty() => Ok(LeaseId(resp.id())),
-                        Ok(resp) => Err(Failure::never(StoreError::invalid(format!(
-                            "etcd refused the lease: {}",
-                            resp.error()
-                        )))),
-                        Err(ec::Error::GRpcStatus(s)) if s.message().contains("lease already exists") => {
-                            if uncertain.is_some() {
-                                // An earlier attempt of this call granted it.
-                                Ok(LeaseId(wanted))
-                            } else {
-                                // Someone else's lease has this ID: draw another.
-                                id.store(random_lease_id(), Ordering::Relaxed);
-                                Err(Failure::not_applied(unavailable("lease ID taken")))
+            .call(
+                "grant_lease",
+                shared.options.call_timeout,
+                true,
+                |mut client, uncertain| {
+                    let id = &id;
+                    async move {
+                        let wanted = id.load(Ordering::Relaxed);
+                        let options = ec::LeaseGrantOptions::new().with_id(wanted);
+                        match client.lease_grant(seconds, Some(options)).await {
+                            Ok(resp) if resp.error().is_empty() => Ok(LeaseId(resp.id())),
+                            Ok(resp) => Err(Failure::never(StoreError::invalid(format!(
+                                "etcd refused the lease: {}",
+                                resp.error()
+                            )))),
+                            Err(ec::Error::GRpcStatus(s))
+                                if s.message().contains("lease already exists") =>
+                            {
+                                if uncertain.is_some() {
+                                    // An earlier attempt of this call granted it.
+                                    Ok(LeaseId(wanted))
+                                } else {
+                                    // Someone else's lease has this ID: draw another.
+                                    id.store(random_lease_id(), Ordering::Relaxed);
+                                    Err(Failure::not_applied(unavailable("lease ID taken")))
+                                }
                             }
+                            Err(e) => Err(classify(e)),
                         }
-                        Err(e) => Err(classify(e)),
                     }
-                }
-            })
+                },
+            )
             .await?;
         Ok(granted)
     }
@@ -1109,9 +1141,12 @@ impl Store for EtcdStore {
     async fn keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
         let shared = &self.shared;
         shared
-            .call("keep_alive", shared.options.call_timeout, true, |client, _| {
-                shared.keep_alive_once(client, lease)
-            })
+            .call(
+                "keep_alive",
+                shared.options.call_timeout,
+                true,
+                |client, _| shared.keep_alive_once(client, lease),
+            )
             .await
     }
 
@@ -1123,45 +1158,55 @@ impl Store for EtcdStore {
             .expect("keepers poisoned")
             .remove(&lease.0);
         shared
-            .call("revoke", shared.options.call_timeout, true, |mut client, uncertain| async move {
-                match client.lease_revoke(lease.0).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => match classify(e) {
-                        Failure {
-                            error: StoreError::LeaseNotFound { .. },
-                            ..
-                        } => {
-                            if uncertain.is_some() {
-                                // Most likely our own earlier attempt revoked it.
-                                Ok(())
-                            } else {
-                                Err(Failure::never(StoreError::LeaseNotFound { lease }))
+            .call(
+                "revoke",
+                shared.options.call_timeout,
+                true,
+                |mut client, uncertain| async move {
+                    match client.lease_revoke(lease.0).await {
+                        Ok(_) => Ok(()),
+                        Err(e) => match classify(e) {
+                            Failure {
+                                error: StoreError::LeaseNotFound { .. },
+                                ..
+                            } => {
+                                if uncertain.is_some() {
+                                    // Most likely our own earlier attempt revoked it.
+                                    Ok(())
+                                } else {
+                                    Err(Failure::never(StoreError::LeaseNotFound { lease }))
+                                }
                             }
-                        }
-                        other => Err(other),
-                    },
-                }
-            })
+                            other => Err(other),
+                        },
+                    }
+                },
+            )
             .await
     }
 
     async fn lease_time_to_live(&self, lease: LeaseId) -> Result<Option<Duration>, StoreError> {
         let shared = &self.shared;
         shared
-            .call("lease_time_to_live", shared.options.call_timeout, true, |mut client, _| async move {
-                match client.lease_time_to_live(lease.0, None).await {
-                    // etcd answers TTL -1 for a lease it does not know.
-                    Ok(resp) if resp.ttl() < 0 => Ok(None),
-                    Ok(resp) => Ok(Some(Duration::from_secs(resp.ttl() as u64))),
-                    Err(e) => match classify(e) {
-                        Failure {
-                            error: StoreError::LeaseNotFound { .. },
-                            ..
-                        } => Ok(None),
-                        other => Err(other),
-                    },
-                }
-            })
+            .call(
+                "lease_time_to_live",
+                shared.options.call_timeout,
+                true,
+                |mut client, _| async move {
+                    match client.lease_time_to_live(lease.0, None).await {
+                        // etcd answers TTL -1 for a lease it does not know.
+                        Ok(resp) if resp.ttl() < 0 => Ok(None),
+                        Ok(resp) => Ok(Some(Duration::from_secs(resp.ttl() as u64))),
+                        Err(e) => match classify(e) {
+                            Failure {
+                                error: StoreError::LeaseNotFound { .. },
+                                ..
+                            } => Ok(None),
+                            other => Err(other),
+                        },
+                    }
+                },
+            )
             .await
     }
 
@@ -1171,20 +1216,25 @@ impl Store for EtcdStore {
         let safety = txn_safety(&txn);
         let request = shared.etcd_txn(&txn);
         let result = shared
-            .call("txn", shared.options.call_timeout, safety != TxnSafety::Unsafe, |mut client, uncertain| {
-                let request = request.clone();
-                async move {
-                    let resp = client.txn(request).await.map_err(classify)?;
-                    let resp = shared.txn_response(&resp);
-                    if let (TxnSafety::SelfFencing, false, Some(earlier)) =
-                        (safety, resp.succeeded, uncertain)
-                    {
-                        // The compares failed, perhaps because our earlier attempt applied.
-                        return Err(Failure::never(earlier));
+            .call(
+                "txn",
+                shared.options.call_timeout,
+                safety != TxnSafety::Unsafe,
+                |mut client, uncertain| {
+                    let request = request.clone();
+                    async move {
+                        let resp = client.txn(request).await.map_err(classify)?;
+                        let resp = shared.txn_response(&resp);
+                        if let (TxnSafety::SelfFencing, false, Some(earlier)) =
+                            (safety, resp.succeeded, uncertain)
+                        {
+                            // The compares failed, perhaps because our earlier attempt applied.
+                            return Err(Failure::never(earlier));
+                        }
+                        Ok(resp)
                     }
-                    Ok(resp)
-                }
-            })
+                },
+            )
             .await;
         match result {
             Err(StoreError::LeaseNotFound { .. }) => Err(StoreError::LeaseNotFound {
@@ -1227,16 +1277,21 @@ impl Store for EtcdStore {
             shared.prefix.clone()
         };
         shared
-            .call("current_revision", shared.options.call_timeout, true, |mut client, _| {
-                let key = key.clone();
-                async move {
-                    let resp = client
-                        .get(key, Some(ec::GetOptions::new().with_count_only()))
-                        .await
-                        .map_err(classify)?;
-                    Ok(resp.header().map_or(0, |h| h.revision()))
-                }
-            })
+            .call(
+                "current_revision",
+                shared.options.call_timeout,
+                true,
+                |mut client, _| {
+                    let key = key.clone();
+                    async move {
+                        let resp = client
+                            .get(key, Some(ec::GetOptions::new().with_count_only()))
+                            .await
+                            .map_err(classify)?;
+                        Ok(resp.header().map_or(0, |h| h.revision()))
+                    }
+                },
+            )
             .await
     }
 }
@@ -1249,8 +1304,14 @@ mod tests {
     fn retry_safety_of_transactions() {
         let leader = "rampart/leader";
         let cases = [
-            (Txn::new().and_then([Op::get("a"), Op::range("b/")]), TxnSafety::ReadOnly),
-            (Txn::new().and_then([Op::put("a", "1")]), TxnSafety::BlindPuts),
+            (
+                Txn::new().and_then([Op::get("a"), Op::range("b/")]),
+                TxnSafety::ReadOnly,
+            ),
+            (
+                Txn::new().and_then([Op::put("a", "1")]),
+                TxnSafety::BlindPuts,
+            ),
             (Txn::new().and_then([Op::delete("a")]), TxnSafety::Unsafe),
             (
                 Txn::new()
@@ -1316,16 +1377,25 @@ mod tests {
         let timed_out = status(UNAVAILABLE, "etcdserver: request timed out");
         assert_eq!(timed_out.retry, Retry::Uncertain);
         assert!(matches!(timed_out.error, StoreError::Timeout));
-        let reset = status(UNKNOWN, "h2 protocol error: error reading a body from connection");
+        let reset = status(
+            UNKNOWN,
+            "h2 protocol error: error reading a body from connection",
+        );
         assert_eq!(reset.retry, Retry::Uncertain);
         assert!(matches!(reset.error, StoreError::Unavailable { .. }));
         let lease = status(code::NOT_FOUND, "etcdserver: requested lease not found");
         assert!(matches!(lease.error, StoreError::LeaseNotFound { .. }));
         assert_eq!(lease.retry, Retry::Never);
-        let dup = status(code::INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request");
+        let dup = status(
+            code::INVALID_ARGUMENT,
+            "etcdserver: duplicate key given in txn request",
+        );
         assert!(matches!(dup.error, StoreError::InvalidArgument { .. }));
         assert_eq!(dup.retry, Retry::Never);
-        let compacted = status(code::OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted");
+        let compacted = status(
+            code::OUT_OF_RANGE,
+            "etcdserver: mvcc: required revision has been compacted",
+        );
         assert!(matches!(compacted.error, StoreError::Compacted { .. }));
         let denied = status(code::PERMISSION_DENIED, "etcdserver: permission denied");
         assert!(!denied.error.is_retryable());
@@ -1335,7 +1405,10 @@ mod tests {
     fn jitter_stays_within_half_and_all_of_the_backoff() {
         for _ in 0..100 {
             let d = jitter(Duration::from_millis(100));
-            assert!(d >= Duration::from_millis(50) && d <= Duration::from_millis(100), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(50) && d <= Duration::from_millis(100),
+                "{d:?}"
+            );
         }
         assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
         assert!((0..100).all(|_| random_lease_id() > 0));

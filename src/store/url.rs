@@ -143,7 +143,9 @@ pub fn parse_etcd_url(address: &str) -> Result<EtcdAddress, AddressError> {
             }
             "timeout" => {
                 let d = humantime::parse_duration(&value).map_err(|e| {
-                    fail(format!("timeout {value:?} is not a duration like 1500ms or 2s: {e}"))
+                    fail(format!(
+                        "timeout {value:?} is not a duration like 1500ms or 2s: {e}"
+                    ))
                 })?;
                 if d.is_zero() {
                     return Err(fail("timeout must be positive".into()));
@@ -229,7 +231,11 @@ fn parse_endpoint(text: &str) -> Result<String, String> {
         None => DEFAULT_ETCD_PORT,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 => n,
-            _ => return Err(format!("{text:?}: port {p:?} is not a number from 1 to 65535")),
+            _ => {
+                return Err(format!(
+                    "{text:?}: port {p:?} is not a number from 1 to 65535"
+                ))
+            }
         },
     };
     Ok(format!("{host}:{port}"))
@@ -287,7 +293,12 @@ mod tests {
         let a = ok("etcd://hv1:2379,hv2,[::1]:32379,witness.example.org:2379/prod");
         assert_eq!(
             a.endpoints,
-            ["hv1:2379", "hv2:2379", "[::1]:32379", "witness.example.org:2379"]
+            [
+                "hv1:2379",
+                "hv2:2379",
+                "[::1]:32379",
+                "witness.example.org:2379"
+            ]
         );
         assert_eq!(a.prefix, b"prod/");
         assert_eq!(ok("etcd://h/a/b/").prefix, b"a/b/");

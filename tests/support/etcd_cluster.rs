@@ -166,7 +166,11 @@ impl EtcdCluster {
 
     fn spawn(&mut self, i: usize) {
         let member = &mut self.members[i];
-        assert!(member.process.is_none(), "{} is already running", member.name);
+        assert!(
+            member.process.is_none(),
+            "{} is already running",
+            member.name
+        );
         // etcd runs in the background of a shell that reports its PID and then waits for its
         // own stdin to close (we close it, or the kernel does when the test process dies) to
         // SIGKILL it.
@@ -261,9 +265,12 @@ impl EtcdCluster {
     }
 
     async fn probe(url: &str) -> Option<(u64, u64)> {
-        let options = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_millis(200));
+        let options =
+            etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_millis(200));
         let attempt = async {
-            let mut client = etcd_client::Client::connect([url], Some(options)).await.ok()?;
+            let mut client = etcd_client::Client::connect([url], Some(options))
+                .await
+                .ok()?;
             let status = client.status().await.ok()?;
             Some((status.header()?.member_id(), status.leader()))
         };
@@ -284,7 +291,9 @@ impl EtcdCluster {
                     leaders.push(Self::probe(&member.client_url).await.map(|(_, l)| l));
                 }
             }
-            let agreed = leaders.iter().all(|l| matches!(l, Some(id) if *id != 0 && Some(*id) == leaders[0]));
+            let agreed = leaders
+                .iter()
+                .all(|l| matches!(l, Some(id) if *id != 0 && Some(*id) == leaders[0]));
             if agreed {
                 return;
             }
@@ -350,7 +359,12 @@ impl EtcdCluster {
             let text = std::fs::read_to_string(&m.log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(15)..];
-            out.push_str(&format!("--- {} ({}) ---\n{}\n", m.name, m.log.display(), tail.join("\n")));
+            out.push_str(&format!(
+                "--- {} ({}) ---\n{}\n",
+                m.name,
+                m.log.display(),
+                tail.join("\n")
+            ));
         }
         out
     }

@@ -175,7 +175,10 @@ async fn watch_error(ctx: &Ctx, prefix: &[u8], from: Option<i64>) -> StoreError 
         Ok(mut watch) => match timeout(ctx.patience(), watch.next()).await {
             Ok(Some(Err(e))) => {
                 assert!(
-                    timeout(ctx.patience(), watch.next()).await.unwrap().is_none(),
+                    timeout(ctx.patience(), watch.next())
+                        .await
+                        .unwrap()
+                        .is_none(),
                     "the watch ends after its error"
                 );
                 e
@@ -189,9 +192,18 @@ pub async fn put_get_and_range_carry_revisions(ctx: &Ctx) {
     let store = &ctx.store;
     let base = ctx.base().await;
 
-    assert_eq!(store.put(b"nodes/hv1", b"up", None).await.unwrap(), base + 1);
-    assert_eq!(store.put(b"nodes/hv2", b"up", None).await.unwrap(), base + 2);
-    assert_eq!(store.put(b"nodesx", b"not a node", None).await.unwrap(), base + 3);
+    assert_eq!(
+        store.put(b"nodes/hv1", b"up", None).await.unwrap(),
+        base + 1
+    );
+    assert_eq!(
+        store.put(b"nodes/hv2", b"up", None).await.unwrap(),
+        base + 2
+    );
+    assert_eq!(
+        store.put(b"nodesx", b"not a node", None).await.unwrap(),
+        base + 3
+    );
     assert_eq!(store.put(b"a", b"before", None).await.unwrap(), base + 4);
 
     let hv1 = store.get(b"nodes/hv1").await.unwrap().unwrap();
@@ -418,10 +430,7 @@ pub async fn keep_alive_keeps_leased_keys(ctx: &Ctx) {
     assert_eq!(kv.lease, Some(lease));
 
     ctx.sleep(millis(500)).await;
-    ctx.assert_ttl_about(
-        store.lease_time_to_live(lease).await.unwrap(),
-        millis(1500),
-    );
+    ctx.assert_ttl_about(store.lease_time_to_live(lease).await.unwrap(), millis(1500));
 }
 
 pub async fn expiry_deletes_keys_and_watchers_see_it_without_any_call(ctx: &Ctx) {
