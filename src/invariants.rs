@@ -25,6 +25,9 @@ use crate::model::{
 };
 use crate::planner::Plan;
 
+/// Lookups only; violations are sorted before they are reported.
+type Map<K, V> = rustc_hash::FxHashMap<K, V>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Violation {
     pub rule: &'static str,
@@ -78,9 +81,9 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
     let next = &plan.placement;
 
     // S1 within the plan: one runner per VM, one Primary per volume, one holder per VIP.
-    let mut runners: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut primaries: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut vips: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut runners: Map<&str, Vec<&str>> = Map::default();
+    let mut primaries: Map<&str, Vec<&str>> = Map::default();
+    let mut vips: Map<&str, Vec<&str>> = Map::default();
     for (n, a) in &next.assignments {
         for (vm, t) in &a.vms {
             if matches!(t, VmTarget::Run | VmTarget::MigrateTo(_)) {
@@ -275,6 +278,7 @@ pub fn check_plan(d: &Desired, o: &Observed, prev: &Placement, plan: &Plan) -> V
             ));
         }
     }
+    out.sort_by(|a, b| (a.rule, &a.detail).cmp(&(b.rule, &b.detail)));
     out
 }
 
@@ -290,9 +294,9 @@ pub struct HostTruth<'a> {
 /// Checks over the real state of every host at one moment: S1 and S3.
 pub fn check_hosts(d: &Desired, hosts: &BTreeMap<String, HostTruth<'_>>) -> Vec<Violation> {
     let mut out = Vec::new();
-    let mut vms: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut primaries: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut addrs: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut vms: Map<&str, Vec<&str>> = Map::default();
+    let mut primaries: Map<&str, Vec<&str>> = Map::default();
+    let mut addrs: Map<&str, Vec<&str>> = Map::default();
     for (n, h) in hosts {
         if !h.powered {
             continue;
@@ -341,6 +345,7 @@ pub fn check_hosts(d: &Desired, hosts: &BTreeMap<String, HostTruth<'_>>) -> Vec<
         }
     }
     let _ = d;
+    out.sort_by(|a, b| (a.rule, &a.detail).cmp(&(b.rule, &b.detail)));
     out
 }
 

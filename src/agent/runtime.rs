@@ -66,7 +66,11 @@ pub struct AgentStats {
     pub actions: u64,
     pub failed_actions: u64,
     pub self_demotions: u64,
+    /// The last report that reached the store.
     pub last_report: Option<HostReport>,
+    /// What the host had when last observed, also while the store is unreachable (when
+    /// `last_report` is stale and this API is the only way to see a self-demotion's result).
+    pub host: Option<HostReport>,
 }
 
 /// Run the agent until `stop` turns true. `clock` gives the time stamped on failed actions.
@@ -117,6 +121,7 @@ pub async fn run(
             // each action is tried even when an earlier one failed.
             if !st.demoted {
                 if let Ok(host) = drivers.observe(st.held.generation).await {
+                    stats.lock().unwrap().host = Some(host.clone());
                     let list = local::self_demote(&host, &res);
                     if list.is_empty() {
                         st.demoted = true;
@@ -198,6 +203,7 @@ pub async fn run(
         // Report what the host has now.
         if let Ok(mut report) = drivers.observe(st.held.generation).await {
             report.last_error = st.last_error.clone();
+            stats.lock().unwrap().host = Some(report.clone());
             if st.last_report.as_ref() != Some(&report)
                 && cs.put(&cs.report_key(&me), &report, None).await.is_ok()
             {

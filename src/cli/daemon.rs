@@ -39,6 +39,19 @@ fn runtime() -> Result<tokio::runtime::Runtime, u8> {
         })
 }
 
+/// Send the library's log (a refused revision, a refused webhook call, a failed fetch) to
+/// stderr: warnings and errors by default, more with `RUST_LOG` (e.g. `RUST_LOG=rampart=debug`).
+/// Events (what the agent did, what the controller decided) are printed on stdout already.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
 fn print_events(mut rx: tokio::sync::mpsc::UnboundedReceiver<Event>) {
     tokio::spawn(async move {
         while let Some(e) = rx.recv().await {
@@ -168,6 +181,7 @@ fn empty_desired() -> Desired {
 }
 
 pub fn agent(args: AgentArgs) -> u8 {
+    init_logging();
     if args.drivers == DriverKind::Real {
         eprintln!("rampart agent: the real host drivers (DRBD, libvirt, netlink) are not built yet (issue #5); use --drivers sim");
         return EXIT_ERROR;
@@ -370,6 +384,7 @@ impl Served for ControllerServed {
 }
 
 pub fn controller(args: ControllerArgs) -> u8 {
+    init_logging();
     if args.fence == DriverKind::Real {
         eprintln!("rampart controller: the real fence drivers (fence agents, Redfish) are not built yet (issue #5); use --fence sim");
         return EXIT_ERROR;
@@ -442,16 +457,21 @@ pub fn controller(args: ControllerArgs) -> u8 {
         }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         print_events(rx);
-        // Publish the source's status, and keep a status document for the API.
+        // Publish the source's status, and keep a status document for the API. Only the
+        // leader publishes: the status must name the revision the cluster runs, not whatever
+        // a standby controller (behind on its fetches, or unable to fetch) has seen.
         {
             let cs = cs.clone();
             let applied = applied.clone();
             let status_doc = status_doc.clone();
+            let stats = stats.clone();
             tokio::spawn(async move {
                 loop {
                     let st = source_status.borrow_and_update().clone();
                     *applied.lock().unwrap() = st.applied.as_ref().map(|a| a.commit.clone());
-                    let _ = cs.put(&cs.source_status_key(), &st, None).await;
+                    if stats.lock().unwrap().leader {
+                        let _ = cs.put(&cs.source_status_key(), &st, None).await;
+                    }
                     if let Ok(view) = cs.view().await {
                         *status_doc.lock().unwrap() =
                             serde_json::to_value(status::from_view(&view)).unwrap_or_default();

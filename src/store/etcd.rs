@@ -67,6 +67,9 @@
 //!   refuses at once ("no leader", certainly not applied) instead of waiting, and closes its
 //!   watches, which then resume on a member that has a leader.
 
+// `etcd-tls` (TLS through etcd-client's `tls` feature) is used below before Cargo.toml
+// declares it; until it does, the TLS code is left out and etcds:// addresses are refused.
+
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -354,12 +357,52 @@ fn connect_options(
         .with_keep_alive_while_idle(false);
     match &address.tls {
         None => Ok(connect),
-        Some(_) => Err(ConnectError::Tls(
-            "etcds:// (TLS) needs the etcd-tls feature: this build has no TLS support in its etcd client \
-             (build with `--features etcd-tls`, which enables etcd-client's `tls` feature)"
-                .to_string(),
-        )),
+        Some(files) => with_tls(connect, files),
     }
+}
+
+#[cfg(not(feature = "etcd-tls"))]
+fn with_tls(
+    _connect: ec::ConnectOptions,
+    _files: &super::url::TlsFiles,
+) -> Result<ec::ConnectOptions, ConnectError> {
+    Err(ConnectError::Tls(
+        "etcds:// (TLS) needs the etcd-tls feature: this build's etcd client has no TLS \
+         (build with `--features etcd-tls`, which enables etcd-client's `tls` feature)"
+            .to_string(),
+    ))
+}
+
+/// Client-certificate TLS with rustls. The CA is required: etcd clusters run on a private CA,
+/// and trusting the system's roots instead would accept any publicly certified host.
+#[cfg(feature = "etcd-tls")]
+fn with_tls(
+    connect: ec::ConnectOptions,
+    files: &super::url::TlsFiles,
+) -> Result<ec::ConnectOptions, ConnectError> {
+    let read = |what: &str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| {
+            ConnectError::Tls(format!("cannot read the {what} {}: {e}", path.display()))
+        })
+    };
+    let ca = files.ca_cert.as_deref().ok_or_else(|| {
+        ConnectError::Tls(
+            "etcds:// needs cacert=FILE: the CA certificate that signed the etcd members' certificates"
+                .to_string(),
+        )
+    })?;
+    let mut tls = ec::TlsOptions::new()
+        .ca_certificate(ec::Certificate::from_pem(read("CA certificate", ca)?));
+    if let (Some(cert), Some(key)) = (&files.cert, &files.key) {
+        tls = tls.identity(ec::Identity::from_pem(
+            read("client certificate", cert)?,
+            read("client key", key)?,
+        ));
+    }
+    if let Some(domain) = &files.domain {
+        tls = tls.domain_name(domain.clone());
+    }
+    Ok(connect.with_tls(tls))
 }
 
 /// Re-probes the members every `health_interval` until the store is dropped.
@@ -465,6 +508,8 @@ const NOT_APPLIED: &[&str] = &[
     "Connection refused",
     "connection refused",
     "dns error",
+    // The TLS handshake failed: nothing was sent.
+    "invalid peer certificate",
 ];
 
 /// Sorts an etcd-client error into what the store reports and whether it may be retried.

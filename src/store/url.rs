@@ -6,9 +6,10 @@
 //! ```
 //!
 //! - `etcd://` speaks plain gRPC, `etcds://` TLS. With `etcds://`, `cacert` is the CA that signed
-//!   the members' certificates (without it the system's roots are used), `cert` and `key` the
-//!   client certificate for etcd's `--client-cert-auth` (both or neither), `domain` the name to
-//!   check the members' certificates against when it is not the host in the address.
+//!   the members' certificates (the etcd store requires it), `cert` and `key` the client
+//!   certificate for etcd's `--client-cert-auth` (both or neither), `domain` the name to check
+//!   the members' certificates against when it is not the host in the address. TLS needs a
+//!   build with the `etcd-tls` feature.
 //! - HOST is a name, an IPv4 address, or an IPv6 address in brackets (`[::1]:2379`). PORT
 //!   defaults to 2379, etcd's client port.
 //! - PREFIX is put in front of every key, so several clusters (or tests) can share one etcd.
@@ -42,7 +43,7 @@ pub struct EtcdAddress {
 /// Where the TLS material lives. Files are read when connecting, not when parsing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFiles {
-    /// CA certificate(s) to verify the members with (PEM); `None` for the system's roots.
+    /// CA certificate(s) to verify the members with (PEM).
     pub ca_cert: Option<PathBuf>,
     /// Client certificate (PEM), with `key`.
     pub cert: Option<PathBuf>,

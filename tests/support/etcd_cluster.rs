@@ -12,6 +12,7 @@
 //! never skip.
 
 #![allow(dead_code)]
+// `etcd-tls` is not declared in Cargo.toml yet; see src/store/etcd.rs.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -30,7 +31,118 @@ pub struct EtcdCluster {
     pub members: Vec<Member>,
     /// Unique per cluster; part of every member's name and the cluster token.
     pub name: String,
+    /// Set when clients must use TLS with a client certificate.
+    pub tls: Option<Certs>,
     dir: tempfile::TempDir,
+}
+
+/// A throwaway CA, a certificate for the members (127.0.0.1) and one for a client, made with
+/// the `openssl` command.
+#[derive(Debug, Clone)]
+pub struct Certs {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl Certs {
+    pub fn generate(dir: &Path) -> Certs {
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("run openssl (Debian package openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=rampart test CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            ]
+            .concat(),
+        );
+        for (name, usage) in [
+            ("server", "serverAuth,clientAuth"),
+            ("client", "clientAuth"),
+        ] {
+            let key = format!("{name}.key");
+            let csr = format!("{name}.csr");
+            let pem = format!("{name}.pem");
+            let ext = format!("{name}.ext");
+            std::fs::write(
+                dir.join(&ext),
+                format!("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\nkeyUsage=critical,digitalSignature\n"),
+            )
+            .unwrap();
+            openssl(
+                &[
+                    &["req"][..],
+                    &ec,
+                    &[
+                        "-keyout",
+                        &key,
+                        "-out",
+                        &csr,
+                        "-subj",
+                        &format!("/CN=rampart test {name}"),
+                    ],
+                ]
+                .concat(),
+            );
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        Certs {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        }
+    }
 }
 
 pub struct Member {
@@ -96,6 +208,16 @@ fn temp_root() -> tempfile::TempDir {
 impl EtcdCluster {
     /// Starts `n` members and waits until they agree on a leader.
     pub async fn start(n: usize) -> EtcdCluster {
+        Self::start_with(n, false).await
+    }
+
+    /// Like `start`, with clients served over TLS and required to show a client certificate
+    /// (`--client-cert-auth`), from a CA made for the cluster.
+    pub async fn start_tls(n: usize) -> EtcdCluster {
+        Self::start_with(n, true).await
+    }
+
+    async fn start_with(n: usize, tls: bool) -> EtcdCluster {
         require_etcd();
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let name = format!(
@@ -104,6 +226,8 @@ impl EtcdCluster {
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
         let dir = temp_root();
+        let certs = tls.then(|| Certs::generate(dir.path()));
+        let client_scheme = if tls { "https" } else { "http" };
         let ports = free_ports(2 * n);
         let peer_urls: Vec<String> = (0..n)
             .map(|i| format!("http://127.0.0.1:{}", ports[2 * i + 1]))
@@ -115,7 +239,7 @@ impl EtcdCluster {
         let members = (0..n)
             .map(|i| {
                 let member_name = format!("{name}-{i}");
-                let client_url = format!("http://127.0.0.1:{}", ports[2 * i]);
+                let client_url = format!("{client_scheme}://127.0.0.1:{}", ports[2 * i]);
                 let data_dir = dir.path().join(&member_name);
                 let args = vec![
                     "--name".into(),
@@ -145,6 +269,18 @@ impl EtcdCluster {
                     "--log-outputs".into(),
                     "stderr".into(),
                 ];
+                let mut args = args;
+                if let Some(c) = &certs {
+                    for (flag, path) in [
+                        ("--cert-file", &c.server_cert),
+                        ("--key-file", &c.server_key),
+                        ("--trusted-ca-file", &c.ca),
+                    ] {
+                        args.push(flag.into());
+                        args.push(path.display().to_string());
+                    }
+                    args.push("--client-cert-auth".into());
+                }
                 Member {
                     log: dir.path().join(format!("{member_name}.log")),
                     name: member_name,
@@ -156,7 +292,12 @@ impl EtcdCluster {
                 }
             })
             .collect();
-        let mut cluster = EtcdCluster { members, name, dir };
+        let mut cluster = EtcdCluster {
+            members,
+            name,
+            tls: certs,
+            dir,
+        };
         for i in 0..n {
             cluster.spawn(i);
         }
@@ -207,14 +348,28 @@ impl EtcdCluster {
         self.members.iter().map(|m| m.client_url.clone()).collect()
     }
 
-    /// `etcd://HOST:PORT,.../PREFIX` for every member.
+    /// `etcd://HOST:PORT,.../PREFIX` for every member (`etcds://...?cacert=..&cert=..&key=..`
+    /// for a TLS cluster).
     pub fn address(&self, prefix: &str) -> String {
         let hosts: Vec<&str> = self
             .members
             .iter()
-            .map(|m| m.client_url.trim_start_matches("http://"))
+            .map(|m| {
+                m.client_url
+                    .split_once("://")
+                    .map_or(&*m.client_url, |(_, h)| h)
+            })
             .collect();
-        format!("etcd://{}/{prefix}", hosts.join(","))
+        match &self.tls {
+            None => format!("etcd://{}/{prefix}", hosts.join(",")),
+            Some(c) => format!(
+                "etcds://{}/{prefix}?cacert={}&cert={}&key={}",
+                hosts.join(","),
+                c.ca.display(),
+                c.client_cert.display(),
+                c.client_key.display()
+            ),
+        }
     }
 
     pub fn is_running(&self, i: usize) -> bool {
@@ -264,9 +419,39 @@ impl EtcdCluster {
         self.wait_healthy().await;
     }
 
-    async fn probe(url: &str) -> Option<(u64, u64)> {
+    /// Options for plain etcd-client connections to this cluster.
+    fn client_options(&self) -> etcd_client::ConnectOptions {
         let options =
             etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_millis(200));
+        match &self.tls {
+            None => options,
+            Some(c) => Self::with_client_cert(options, c),
+        }
+    }
+
+    #[cfg(feature = "etcd-tls")]
+    fn with_client_cert(
+        options: etcd_client::ConnectOptions,
+        c: &Certs,
+    ) -> etcd_client::ConnectOptions {
+        let read = |p: &Path| std::fs::read(p).unwrap();
+        options.with_tls(
+            etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(read(&c.ca)))
+                .identity(etcd_client::Identity::from_pem(
+                    read(&c.client_cert),
+                    read(&c.client_key),
+                )),
+        )
+    }
+
+    #[cfg(not(feature = "etcd-tls"))]
+    fn with_client_cert(_: etcd_client::ConnectOptions, _: &Certs) -> etcd_client::ConnectOptions {
+        panic!("a TLS test cluster needs the etcd-tls feature");
+    }
+
+    async fn probe(&self, url: &str) -> Option<(u64, u64)> {
+        let options = self.client_options();
         let attempt = async {
             let mut client = etcd_client::Client::connect([url], Some(options))
                 .await
@@ -288,7 +473,7 @@ impl EtcdCluster {
             let mut leaders = Vec::new();
             for (i, member) in self.members.iter().enumerate() {
                 if self.is_running(i) {
-                    leaders.push(Self::probe(&member.client_url).await.map(|(_, l)| l));
+                    leaders.push(self.probe(&member.client_url).await.map(|(_, l)| l));
                 }
             }
             let agreed = leaders
@@ -318,7 +503,7 @@ impl EtcdCluster {
                 if !self.is_running(i) {
                     continue;
                 }
-                if let Some((id, l)) = Self::probe(&member.client_url).await {
+                if let Some((id, l)) = self.probe(&member.client_url).await {
                     ids.push((i, id));
                     if l != 0 {
                         leader = Some(l);
@@ -347,7 +532,7 @@ impl EtcdCluster {
             .filter(|&i| self.is_running(i))
             .map(|i| self.members[i].client_url.clone())
             .collect();
-        etcd_client::Client::connect(urls, None)
+        etcd_client::Client::connect(urls, Some(self.client_options()))
             .await
             .expect("connect etcd-client")
     }
