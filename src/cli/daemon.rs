@@ -466,19 +466,30 @@ pub fn controller(args: ControllerArgs) -> u8 {
             let status_doc = status_doc.clone();
             let stats = stats.clone();
             tokio::spawn(async move {
+                // What this controller last wrote while leading; written again when it
+                // changes or when this controller (re)gains the lead.
+                let mut published = None;
+                let mut last_view = tokio::time::Instant::now() - Duration::from_secs(1);
                 loop {
                     let st = source_status.borrow_and_update().clone();
                     *applied.lock().unwrap() = st.applied.as_ref().map(|a| a.commit.clone());
-                    if stats.lock().unwrap().leader {
-                        let _ = cs.put(&cs.source_status_key(), &st, None).await;
+                    if !stats.lock().unwrap().leader {
+                        published = None;
+                    } else if published.as_ref() != Some(&st)
+                        && cs.put(&cs.source_status_key(), &st, None).await.is_ok()
+                    {
+                        published = Some(st);
                     }
-                    if let Ok(view) = cs.view().await {
-                        *status_doc.lock().unwrap() =
-                            serde_json::to_value(status::from_view(&view)).unwrap_or_default();
+                    if last_view.elapsed() >= Duration::from_secs(1) {
+                        last_view = tokio::time::Instant::now();
+                        if let Ok(view) = cs.view().await {
+                            *status_doc.lock().unwrap() =
+                                serde_json::to_value(status::from_view(&view)).unwrap_or_default();
+                        }
                     }
                     tokio::select! {
                         r = source_status.changed() => if r.is_err() { return },
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                     }
                 }
             });

@@ -75,13 +75,20 @@ pub fn load(source: &dyn Source) -> (ManifestSet, Vec<Diagnostic>) {
     }
     // Parsing YAML is most of the work and each file stands alone: parse them on every core,
     // then build the set in file order, so the result does not depend on the threads.
-    let parsed = parse_all(&texts);
-    for ((file, _), p) in texts.iter().zip(parsed) {
-        load_file(&mut set, &mut diags, *file, p);
+    // In batches, so that only one batch of parsed (and memory-hungry) YAML values is alive at
+    // a time.
+    for batch in texts.chunks(PARSE_BATCH) {
+        let parsed = parse_all(batch);
+        for ((file, _), p) in batch.iter().zip(parsed) {
+            load_file(&mut set, &mut diags, *file, p);
+        }
     }
     resolve_domain_xml(source, &mut set, &mut diags);
     (set, diags)
 }
+
+/// Files parsed together before their documents are turned into typed objects.
+const PARSE_BATCH: usize = 2048;
 
 /// The documents of one file as YAML values, and the syntax error that ended it, if any.
 struct ParsedFile {
