@@ -210,6 +210,10 @@ pub async fn run(
                 st.last_report = Some(report);
             }
         }
+        // Show this pass's outcome now, not a tick later.
+        let mut s = stats.lock().unwrap();
+        s.held_generation = st.held.generation;
+        s.last_report = st.last_report.clone();
     }
 }
 
