@@ -82,8 +82,8 @@ use tokio::time::Instant;
 
 use super::url::{parse_etcd_url, AddressError, EtcdAddress};
 use super::{
-    Bytes, Compare, CompareOp, CompareTarget, KeyValue, LeaseId, Op, OpResponse, Store, StoreError,
-    Txn, TxnResponse, WatchEvent, WatchResponse, WatchStream, MAX_TXN_OPS,
+    Compare, CompareOp, CompareTarget, KeyValue, LeaseId, Op, OpResponse, Store, StoreError, Txn,
+    TxnResponse, WatchEvent, WatchResponse, WatchStream,
 };
 
 /// Timing of the etcd store. The defaults suit etcd's default timing and Rampart's default
@@ -1087,55 +1087,6 @@ fn fences_itself(compare: &Compare, ops: &[Op]) -> bool {
     }
 }
 
-/// Refuses, before sending, what etcd refuses (so the answer is the same as the in-memory
-/// store's), and what the key prefix would hide from etcd (an empty key).
-fn check_txn(txn: &Txn) -> Result<(), StoreError> {
-    if txn.compare.len() > MAX_TXN_OPS
-        || txn.success.len() > MAX_TXN_OPS
-        || txn.failure.len() > MAX_TXN_OPS
-    {
-        return Err(StoreError::invalid(format!(
-            "too many operations in txn request (limit {MAX_TXN_OPS})"
-        )));
-    }
-    if txn.compare.iter().any(|c| c.key.is_empty()) {
-        return Err(StoreError::invalid("empty key in compare"));
-    }
-    check_branch(&txn.success)?;
-    check_branch(&txn.failure)
-}
-
-fn check_branch(ops: &[Op]) -> Result<(), StoreError> {
-    let mut puts = BTreeSet::new();
-    for op in ops {
-        match op {
-            Op::Put { key, .. } | Op::Delete { key } | Op::Get { key } if key.is_empty() => {
-                return Err(StoreError::invalid("empty key in txn operation"));
-            }
-            Op::Put { key, .. } if !puts.insert(key.as_slice()) => {
-                return Err(StoreError::invalid(format!(
-                    "duplicate key given in txn request: {}",
-                    Bytes(key)
-                )));
-            }
-            _ => {}
-        }
-    }
-    for op in ops {
-        let overlaps = match op {
-            Op::Delete { key } => puts.contains(key.as_slice()),
-            Op::DeletePrefix { prefix } => puts.iter().any(|k| k.starts_with(prefix)),
-            _ => false,
-        };
-        if overlaps {
-            return Err(StoreError::invalid(
-                "txn request puts and deletes the same key",
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[async_trait::async_trait]
 impl Store for EtcdStore {
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
@@ -1256,7 +1207,7 @@ impl Store for EtcdStore {
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
-        check_txn(&txn)?;
+        txn.check()?;
         let shared = &self.shared;
         let safety = txn_safety(&txn);
         let request = shared.etcd_txn(&txn);

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::{
     Compare, CompareOp, CompareTarget, Key, KeyValue, LeaseId, Op, OpResponse, Store, StoreError,
-    Txn, TxnResponse, WatchEvent, WatchResponse, WatchStream, MAX_TXN_OPS,
+    Txn, TxnResponse, WatchEvent, WatchResponse, WatchStream,
 };
 
 /// How many events the store keeps for watches that start in the past. Older revisions are
@@ -338,7 +338,7 @@ impl Inner {
     }
 
     fn txn(&mut self, txn: Txn) -> Result<TxnResponse, StoreError> {
-        check_txn(&txn)?;
+        txn.check()?;
         let succeeded = txn.compare.iter().all(|c| self.holds(c));
         let ops = if succeeded { txn.success } else { txn.failure };
         // The transaction is all or nothing, so refuse a dead lease before writing anything.
@@ -527,57 +527,6 @@ impl Inner {
     }
 }
 
-/// Refuses what etcd refuses before looking at the data, for both branches (as etcd does),
-/// so a transaction that would fail in production fails here whichever branch runs.
-fn check_txn(txn: &Txn) -> Result<(), StoreError> {
-    if txn.compare.len() > MAX_TXN_OPS
-        || txn.success.len() > MAX_TXN_OPS
-        || txn.failure.len() > MAX_TXN_OPS
-    {
-        return Err(StoreError::invalid(format!(
-            "too many operations in txn request (limit {MAX_TXN_OPS})"
-        )));
-    }
-    if txn.compare.iter().any(|c| c.key.is_empty()) {
-        return Err(StoreError::invalid("empty key in compare"));
-    }
-    check_branch(&txn.success)?;
-    check_branch(&txn.failure)
-}
-
-/// etcd refuses a transaction that writes a key twice, or puts and deletes the same key:
-/// the order would matter and etcd applies all writes of a revision as one.
-fn check_branch(ops: &[Op]) -> Result<(), StoreError> {
-    let mut puts = BTreeSet::new();
-    for op in ops {
-        match op {
-            Op::Put { key, .. } | Op::Delete { key } | Op::Get { key } if key.is_empty() => {
-                return Err(StoreError::invalid("empty key in txn operation"));
-            }
-            Op::Put { key, .. } if !puts.insert(key.as_slice()) => {
-                return Err(StoreError::invalid(format!(
-                    "duplicate key given in txn request: {}",
-                    super::Bytes(key)
-                )));
-            }
-            _ => {}
-        }
-    }
-    for op in ops {
-        let overlaps = match op {
-            Op::Delete { key } => puts.contains(key.as_slice()),
-            Op::DeletePrefix { prefix } => puts.iter().any(|k| k.starts_with(prefix)),
-            _ => false,
-        };
-        if overlaps {
-            return Err(StoreError::invalid(
-                "txn request puts and deletes the same key",
-            ));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -627,7 +576,8 @@ mod tests {
             Txn::new().or_else([Op::delete("a"), put("a", "1")]),
             Txn::new().and_then([put("", "1")]),
             Txn::new().when([Compare::absent("")]),
-            Txn::new().and_then((0..=MAX_TXN_OPS).map(|i| put(&format!("k{i}"), "v"))),
+            Txn::new()
+                .and_then((0..=crate::store::MAX_TXN_OPS).map(|i| put(&format!("k{i}"), "v"))),
         ];
         for txn in cases {
             let err = store.txn(txn.clone()).await.unwrap_err();

@@ -590,3 +590,59 @@ fn single_range(resp: TxnResponse) -> Result<(Vec<KeyValue>, i64), StoreError> {
         ))),
     }
 }
+
+impl Txn {
+    /// Refuses what etcd refuses before looking at the data, for both branches (as etcd
+    /// does), so a transaction that would fail in production fails in tests too, whichever
+    /// branch runs. Both stores call it; the etcd store also because the key prefix would hide
+    /// an empty key from etcd.
+    pub fn check(&self) -> Result<(), StoreError> {
+        let txn = self;
+        if txn.compare.len() > MAX_TXN_OPS
+            || txn.success.len() > MAX_TXN_OPS
+            || txn.failure.len() > MAX_TXN_OPS
+        {
+            return Err(StoreError::invalid(format!(
+                "too many operations in txn request (limit {MAX_TXN_OPS})"
+            )));
+        }
+        if txn.compare.iter().any(|c| c.key.is_empty()) {
+            return Err(StoreError::invalid("empty key in compare"));
+        }
+        check_branch(&txn.success)?;
+        check_branch(&txn.failure)
+    }
+}
+
+/// etcd refuses a transaction that writes a key twice, or puts and deletes the same key:
+/// the order would matter and etcd applies all writes of a revision as one.
+fn check_branch(ops: &[Op]) -> Result<(), StoreError> {
+    let mut puts = std::collections::BTreeSet::new();
+    for op in ops {
+        match op {
+            Op::Put { key, .. } | Op::Delete { key } | Op::Get { key } if key.is_empty() => {
+                return Err(StoreError::invalid("empty key in txn operation"));
+            }
+            Op::Put { key, .. } if !puts.insert(key.as_slice()) => {
+                return Err(StoreError::invalid(format!(
+                    "duplicate key given in txn request: {}",
+                    Bytes(key)
+                )));
+            }
+            _ => {}
+        }
+    }
+    for op in ops {
+        let overlaps = match op {
+            Op::Delete { key } => puts.contains(key.as_slice()),
+            Op::DeletePrefix { prefix } => puts.iter().any(|k| k.starts_with(prefix)),
+            _ => false,
+        };
+        if overlaps {
+            return Err(StoreError::invalid(
+                "txn request puts and deletes the same key",
+            ));
+        }
+    }
+    Ok(())
+}
