@@ -592,15 +592,8 @@ impl ObservedDiff {
             }
             out.push('\n');
             for f in &n.fence {
-                let devs: Vec<String> = f
-                    .devices
-                    .iter()
-                    .map(|d| match &d.plug {
-                        Some(p) => format!("{} plug {p}", d.device),
-                        None => d.device.clone(),
-                    })
-                    .collect();
-                let _ = writeln!(out, "  fence: level {} via {}", f.level, devs.join(" + "));
+                let devs = f.devices_text();
+                let _ = writeln!(out, "  fence: level {} via {}", f.level, devs);
             }
             let a = &n.assignment;
             match (a.from, a.to, a.changed) {

@@ -323,3 +323,18 @@ impl Desired {
         self.nodes.values().filter(|n| n.store_member)
     }
 }
+
+/// The reference cluster in `manifests/`, for tests; panics with its diagnostics if it does
+/// not validate.
+#[cfg(test)]
+pub(crate) fn reference_desired() -> Desired {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
+    let report = crate::manifest::check(&crate::source::fs::Paths::new([dir]));
+    Desired::from_report(&report).unwrap_or_else(|e| {
+        let diags: Vec<String> = report.rendered().iter().map(|d| d.to_text()).collect();
+        panic!(
+            "the reference cluster does not validate: {e}\n{}",
+            diags.join("\n")
+        )
+    })
+}

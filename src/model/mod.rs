@@ -11,6 +11,8 @@ mod desired;
 mod observed;
 
 pub use assignment::{Assignment, Placement, VmTarget, VolumeRole};
+#[cfg(test)]
+pub(crate) use desired::reference_desired;
 pub use desired::{
     ClusterPolicy, Desired, FenceStep, NodeDesc, VipDesc, VipFollows, VmDesc, VolumeDesc,
     VolumeKind,

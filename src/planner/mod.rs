@@ -48,6 +48,20 @@ pub struct FenceRequest {
     pub devices: Vec<FenceStep>,
 }
 
+impl FenceRequest {
+    /// The level's devices as an admin reads them: `pdu-a plug 3 + pdu-b plug 3`.
+    pub fn devices_text(&self) -> String {
+        self.devices
+            .iter()
+            .map(|d| match &d.plug {
+                Some(p) => format!("{} plug {p}", d.device),
+                None => d.device.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
+}
+
 /// Where a VM stands after this plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmStatus {

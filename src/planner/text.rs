@@ -35,22 +35,8 @@ pub fn render(plan: &Plan, prev: &Placement) -> String {
     if !plan.fence.is_empty() {
         writeln!(out, "fence:").unwrap();
         for f in &plan.fence {
-            let devs: Vec<String> = f
-                .devices
-                .iter()
-                .map(|d| match &d.plug {
-                    Some(p) => format!("{} plug {p}", d.device),
-                    None => d.device.clone(),
-                })
-                .collect();
-            writeln!(
-                out,
-                "  {}: level {} via {}",
-                f.node,
-                f.level,
-                devs.join(" + ")
-            )
-            .unwrap();
+            let devs = f.devices_text();
+            writeln!(out, "  {}: level {} via {}", f.node, f.level, devs).unwrap();
         }
     }
     writeln!(out, "assignments:").unwrap();

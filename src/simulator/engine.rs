@@ -420,15 +420,7 @@ mod tests {
     use super::*;
 
     fn reference() -> Desired {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
-        let report = crate::manifest::check(&crate::source::fs::Paths::new([dir]));
-        Desired::from_report(&report).unwrap_or_else(|e| {
-            let diags: Vec<String> = report.rendered().iter().map(|d| d.to_text()).collect();
-            panic!(
-                "the reference cluster does not validate: {e}\n{}",
-                diags.join("\n")
-            )
-        })
+        crate::model::reference_desired()
     }
 
     /// A graceful stop that fails (a guest ignoring ACPI) must not keep a cut-off node from
