@@ -676,7 +676,9 @@ impl<'c, 'a> Builder<'c, 'a> {
     fn place_vms(&mut self, pending: &mut Vec<Pending>) {
         let ctx = self.ctx;
         let mut order: Vec<&'a VmDesc> = ctx.d.vms.values().collect();
-        order.sort_by(|a, b| (a.start_order, &a.name).cmp(&(b.start_order, &b.name)));
+        // `d.vms` is ordered by name already; a stable sort by start order keeps that order
+        // among equals, without comparing names again.
+        order.sort_by_key(|v| v.start_order);
         let mut to_place: Vec<(&'a VmDesc, Option<&'a str>)> = Vec::new();
         for vm in &order {
             let vm = *vm;
