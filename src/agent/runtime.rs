@@ -3,12 +3,15 @@
 //! has, whatever woke it.
 //!
 //! Safety:
-//! - S3: when the agent has not renewed its lease for longer than `lease_ttl - renew_interval`
-//!   it assumes the lease is about to run out (or has) and stops everything on the host —
-//!   addresses down, VMs stopped, volumes Secondary — before the controller may move them.
-//!   It does nothing else until it holds a lease again and has re-read its assignment.
+//! - S3: the lease is kept beside the work, so a slow host action or a store call retried for
+//!   its whole budget never delays a renewal. When the lease has not been renewed for longer
+//!   than `lease_ttl - renew_interval` the agent assumes it is about to run out (or has): it
+//!   cuts short whatever it was doing and stops everything on the host — addresses down, VMs
+//!   stopped, volumes Secondary — before the controller may move them. It does nothing else
+//!   until it holds a lease again and has re-read its assignment (so too after it starts).
 //! - S4: an assignment is taken only if its generation is newer than the one held.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -46,13 +49,17 @@ fn emit(events: &Option<mpsc::UnboundedSender<Event>>, source: &str, message: St
 }
 
 struct State {
-    lease: Option<LeaseId>,
-    last_renew: Instant,
     held: Assignment,
     demoted: bool,
+    /// The held assignment may be out of date: nothing read since the agent started or since
+    /// it last went without a lease (when the controller may have moved its work). Nothing
+    /// is done on the host until a read succeeds.
+    stale: bool,
     backoff: Duration,
     retry_at: Instant,
     last_report: Option<HostReport>,
+    /// Write the report even if it has not changed: the lease keeper wrote one meanwhile.
+    rewrite_report: bool,
     last_error: Option<FailedAction>,
 }
 
@@ -88,165 +95,268 @@ pub async fn run(
 ) {
     let me = opts.node.clone();
     let mut st = State {
-        lease: None,
-        last_renew: Instant::now(),
         held: Assignment::default(),
         demoted: false,
+        stale: true,
         backoff: Duration::ZERO,
         retry_at: Instant::now(),
         last_report: None,
+        rewrite_report: false,
         last_error: None,
     };
-    let mut ticker = tokio::time::interval(opts.tick);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => {}
-        }
-        if *stop.borrow() {
-            return;
-        }
-        let healthy = renew(&cs, &opts, &mut st).await;
-        {
-            let mut s = stats.lock().unwrap();
-            s.node = me.clone();
-            s.lease_healthy = healthy;
-            s.held_generation = st.held.generation;
-            s.last_report = st.last_report.clone();
-        }
-        if !healthy {
-            // S3: stop everything before the lease can run out, then wait for a lease. Every
-            // tick until the host is clean: a failed stop must not leave a VM running, so
-            // each action is tried even when an earlier one failed.
-            if !st.demoted {
-                if let Ok(host) = drivers.observe(st.held.generation).await {
-                    stats.lock().unwrap().host = Some(host.clone());
-                    let list = local::self_demote(&host, &res);
-                    if list.is_empty() {
-                        st.demoted = true;
-                    } else {
+    let (lease_tx, lease_rx) = watch::channel(None);
+    let held_generation = AtomicU64::new(0);
+    let keeper = keep_lease(&cs, &drivers, &held_generation, &opts, lease_tx);
+    let work = async {
+        let mut ticker = tokio::time::interval(opts.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.changed() => {}
+            }
+            if *stop.borrow() {
+                return;
+            }
+            let healthy = match *lease_rx.borrow() {
+                // Before the first try for a lease there is nothing to judge by: a restarted
+                // agent must not stop the VMs of its host just because it has only started.
+                None => continue,
+                Some(until) => until.is_some_and(|t| Instant::now() < t),
+            };
+            {
+                let mut s = stats.lock().unwrap();
+                s.node = me.clone();
+                s.lease_healthy = healthy;
+                s.held_generation = st.held.generation;
+                s.last_report = st.last_report.clone();
+            }
+            if !healthy {
+                st.stale = true;
+                // The lease keeper writes a report before the next lease: write ours again
+                // after it, whatever we wrote before.
+                st.rewrite_report = true;
+                // S3: stop everything before the lease can run out, then wait for a lease. Every
+                // tick until the host is clean: a failed stop must not leave a VM running, so
+                // each action is tried even when an earlier one failed.
+                if !st.demoted {
+                    if let Ok(host) = drivers.observe(st.held.generation).await {
+                        stats.lock().unwrap().host = Some(host.clone());
+                        let list = local::self_demote(&host, &res);
+                        if list.is_empty() {
+                            st.demoted = true;
+                        } else {
+                            emit(
+                                &events,
+                                &me,
+                                "cannot renew its lease: stops everything (self-demotion)".into(),
+                            );
+                            stats.lock().unwrap().self_demotions += 1;
+                            for a in &list {
+                                match drivers.apply(a).await {
+                                    Ok(()) => emit(&events, &me, a.to_string()),
+                                    Err(e) => emit(
+                                        &events,
+                                        &me,
+                                        format!("{a} FAILED during self-demotion: {e}"),
+                                    ),
+                                }
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            // S3 holds only if this pass cannot outlast the lease: a store call may retry for its
+            // whole call budget when the store is unreachable, a host action may take long, and a
+            // few of them in a row would keep the agent from noticing in time that it must stop
+            // everything. So the pass is cut short when the lease may no longer be counted on;
+            // the next tick finds it unhealthy and demotes.
+            let pass = async {
+                // The controller publishes what agents need from the manifests (addresses of VIPs).
+                if let Ok(Some(r)) = cs.get::<LocalResources>(&cs.resources_key()).await {
+                    res = r;
+                }
+                // Take a newer assignment (S4).
+                match cs.get::<Assignment>(&cs.assignment_key(&me)).await {
+                    Ok(Some(a)) if a.generation > st.held.generation => {
                         emit(
                             &events,
                             &me,
-                            "cannot renew its lease: stops everything (self-demotion)".into(),
+                            format!("takes assignment generation {}", a.generation),
                         );
-                        stats.lock().unwrap().self_demotions += 1;
-                        for a in &list {
-                            match drivers.apply(a).await {
-                                Ok(()) => emit(&events, &me, a.to_string()),
-                                Err(e) => emit(
-                                    &events,
-                                    &me,
-                                    format!("{a} FAILED during self-demotion: {e}"),
-                                ),
+                        st.held = a;
+                        held_generation.store(st.held.generation, Ordering::Relaxed);
+                        st.stale = false;
+                        st.backoff = Duration::ZERO;
+                        st.retry_at = Instant::now();
+                    }
+                    Ok(_) => st.stale = false,
+                    Err(e) => emit(&events, &me, format!("cannot read its assignment: {e}")),
+                }
+                if !st.stale {
+                    st.demoted = false;
+                }
+                if !st.stale && Instant::now() >= st.retry_at {
+                    match drivers.observe(st.held.generation).await {
+                        Ok(host) => {
+                            let list = local::actions(&st.held, &host, &res);
+                            let result = run_actions(&drivers, &list, &me, &events).await;
+                            {
+                                let mut s = stats.lock().unwrap();
+                                s.reconciles += 1;
+                                s.actions += list.len() as u64;
+                                s.failed_actions += u64::from(result.is_err());
+                            }
+                            match result {
+                                Ok(()) => {
+                                    st.backoff = Duration::ZERO;
+                                    if !list.is_empty() {
+                                        st.last_error = None;
+                                    }
+                                }
+                                Err((act, err)) => {
+                                    // Back off: 1 tick, doubling, at most 16 ticks.
+                                    st.backoff = (st.backoff * 2).clamp(opts.tick, opts.tick * 16);
+                                    st.retry_at = Instant::now() + st.backoff;
+                                    st.last_error = Some(FailedAction {
+                                        action: act.to_string(),
+                                        error: err,
+                                        at: clock(),
+                                    });
+                                }
                             }
                         }
+                        Err(e) => emit(&events, &me, format!("cannot observe its host: {e}")),
                     }
                 }
-            }
-            continue;
-        }
-        // The controller publishes what agents need from the manifests (addresses of VIPs).
-        if let Ok(Some(r)) = cs.get::<LocalResources>(&cs.resources_key()).await {
-            res = r;
-        }
-        // Take a newer assignment (S4).
-        match cs.get::<Assignment>(&cs.assignment_key(&me)).await {
-            Ok(Some(a)) if a.generation > st.held.generation => {
-                emit(
+                // Report what the host has now.
+                if let Ok(mut report) = drivers.observe(st.held.generation).await {
+                    report.last_error = st.last_error.clone();
+                    stats.lock().unwrap().host = Some(report.clone());
+                    if (st.rewrite_report || st.last_report.as_ref() != Some(&report))
+                        && cs.put(&cs.report_key(&me), &report, None).await.is_ok()
+                    {
+                        st.last_report = Some(report);
+                        st.rewrite_report = false;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = pass => {}
+                _ = lease_lost(lease_rx.clone()) => emit(
                     &events,
                     &me,
-                    format!("takes assignment generation {}", a.generation),
-                );
-                st.held = a;
-                st.backoff = Duration::ZERO;
-                st.retry_at = Instant::now();
+                    "its lease may run out: cut short what it was doing".into(),
+                ),
             }
-            Ok(_) => {}
-            Err(e) => emit(&events, &me, format!("cannot read its assignment: {e}")),
-        }
-        st.demoted = false;
-        if Instant::now() >= st.retry_at {
-            match drivers.observe(st.held.generation).await {
-                Ok(host) => {
-                    let list = local::actions(&st.held, &host, &res);
-                    let result = run_actions(&drivers, &list, &me, &events).await;
-                    {
-                        let mut s = stats.lock().unwrap();
-                        s.reconciles += 1;
-                        s.actions += list.len() as u64;
-                        s.failed_actions += u64::from(result.is_err());
-                    }
-                    match result {
-                        Ok(()) => {
-                            st.backoff = Duration::ZERO;
-                            if !list.is_empty() {
-                                st.last_error = None;
-                            }
-                        }
-                        Err((act, err)) => {
-                            // Back off: 1 tick, doubling, at most 16 ticks.
-                            st.backoff = (st.backoff * 2).clamp(opts.tick, opts.tick * 16);
-                            st.retry_at = Instant::now() + st.backoff;
-                            st.last_error = Some(FailedAction {
-                                action: act.to_string(),
-                                error: err,
-                                at: clock(),
-                            });
-                        }
-                    }
-                }
-                Err(e) => emit(&events, &me, format!("cannot observe its host: {e}")),
-            }
-        }
-        // Report what the host has now.
-        if let Ok(mut report) = drivers.observe(st.held.generation).await {
-            report.last_error = st.last_error.clone();
-            stats.lock().unwrap().host = Some(report.clone());
-            if st.last_report.as_ref() != Some(&report)
-                && cs.put(&cs.report_key(&me), &report, None).await.is_ok()
+            // Show this pass's outcome now, not a tick later.
             {
-                st.last_report = Some(report);
+                let mut s = stats.lock().unwrap();
+                s.held_generation = st.held.generation;
+                s.last_report = st.last_report.clone();
             }
         }
-        // Show this pass's outcome now, not a tick later.
-        let mut s = stats.lock().unwrap();
-        s.held_generation = st.held.generation;
-        s.last_report = st.last_report.clone();
+    };
+    // The lease is kept beside the work, never behind it.
+    tokio::select! {
+        _ = keeper => {}
+        _ = work => {}
     }
 }
 
-/// Keep the lease; false when the agent must consider itself cut off (S3).
-async fn renew(cs: &ClusterStore, opts: &AgentOptions, st: &mut State) -> bool {
-    let now = Instant::now();
-    match st.lease {
-        None => {
-            let granted: Result<LeaseId, StoreError> = async {
-                let lease = cs.store.grant_lease(opts.lease_ttl).await?;
-                cs.store
-                    .put(&cs.lease_key(&opts.node), b"alive", Some(lease))
-                    .await?;
-                Ok(lease)
-            }
-            .await;
-            if let Ok(l) = granted {
-                st.lease = Some(l);
-                st.last_renew = now;
-            }
-        }
-        Some(l) => {
-            if now.duration_since(st.last_renew) >= opts.renew_interval {
-                match cs.store.keep_alive(l).await {
-                    Ok(_) => st.last_renew = now,
-                    Err(StoreError::LeaseNotFound { .. }) => st.lease = None,
-                    Err(_) => {}
+/// Keep the node's lease, beside the reconcile loop so that nothing the agent does on its host
+/// (a VM that takes a minute to shut down, a store call retried for its whole budget) delays
+/// a renewal. Publishes, from its first try on, until when the lease may be counted on: one
+/// renew interval short of its end as last renewed, which leaves that interval to stop
+/// everything (S3); `Some(None)` while there is no lease. Never returns.
+async fn keep_lease(
+    cs: &ClusterStore,
+    drivers: &Drivers,
+    held_generation: &AtomicU64,
+    opts: &AgentOptions,
+    until: watch::Sender<Option<Option<Instant>>>,
+) {
+    let margin = opts.lease_ttl.saturating_sub(opts.renew_interval);
+    let mut lease: Option<LeaseId> = None;
+    let mut last_renew = Instant::now();
+    let mut ticker = tokio::time::interval(opts.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        // Taken before each call: the lease runs at least from then.
+        let now = Instant::now();
+        match lease {
+            None => {
+                let granted: Result<LeaseId, String> = async {
+                    // A node that comes (back) up shows what its host has now before it shows
+                    // a live lease: otherwise the controller would take the report from before
+                    // (the VMs it ran before a power-off or a self-demotion) for current.
+                    let report = drivers
+                        .observe(held_generation.load(Ordering::Relaxed))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    cs.put(&cs.report_key(&opts.node), &report, None)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let lease = cs
+                        .store
+                        .grant_lease(opts.lease_ttl)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    cs.store
+                        .put(&cs.lease_key(&opts.node), b"alive", Some(lease))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok(lease)
+                }
+                .await;
+                if let Ok(l) = granted {
+                    lease = Some(l);
+                    last_renew = now;
                 }
             }
+            Some(l) if now.duration_since(last_renew) >= opts.renew_interval => {
+                // A call stuck on an unreachable store is given up in time to try again: at
+                // the point the lease stops being counted on, then every renew interval (the
+                // lease may have survived: an etcd restart keeps leases).
+                let deadline = last_renew + margin;
+                let limit = if now < deadline {
+                    deadline
+                } else {
+                    now + opts.renew_interval
+                };
+                match tokio::time::timeout_at(limit, cs.store.keep_alive(l)).await {
+                    Ok(Ok(_)) => last_renew = now,
+                    Ok(Err(StoreError::LeaseNotFound { .. })) => lease = None,
+                    Ok(Err(_)) | Err(_) => {}
+                }
+            }
+            Some(_) => {}
+        }
+        let next = Some(lease.map(|_| last_renew + margin));
+        until.send_if_modified(|v| {
+            let changed = *v != next;
+            *v = next;
+            changed
+        });
+    }
+}
+
+/// Resolves once the lease may no longer be counted on (at once if it may not now).
+async fn lease_lost(mut until: watch::Receiver<Option<Option<Instant>>>) {
+    loop {
+        let Some(Some(t)) = *until.borrow_and_update() else {
+            return;
+        };
+        if Instant::now() >= t {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(t) => {}
+            changed = until.changed() => if changed.is_err() { return },
         }
     }
-    let margin = opts.lease_ttl.saturating_sub(opts.renew_interval);
-    st.lease.is_some() && now.duration_since(st.last_renew) < margin
 }
 
 async fn run_actions(

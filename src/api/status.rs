@@ -70,8 +70,16 @@ pub fn snapshot(view: &ClusterView, now: Time) -> Snapshot {
             Lease::Alive
         } else if let Some(t) = view.lost.get(&n) {
             Lease::Expired(*t)
-        } else {
+        } else if view.reports.contains_key(&n)
+            || view
+                .assignments
+                .get(&n)
+                .is_some_and(|a| a.may_hold_something())
+        {
             Lease::Expired(now)
+        } else {
+            // Never joined and told to hold nothing only one node may hold: not lost.
+            Lease::Never
         };
         nodes.insert(
             n.clone(),
@@ -190,11 +198,20 @@ pub fn from_view(view: &ClusterView) -> ClusterStatus {
             }
         }
     }
-    for line in vms.values_mut() {
+    for (vm, line) in vms.iter_mut() {
         line.state = match (line.running_on.len(), &line.placed_on) {
             (1, Some(p)) if line.running_on[0] == *p => "running".into(),
             (1, _) => "running (moving)".into(),
             (0, Some(p)) if !view.leases.contains_key(p) => format!("DOWN ({p} lost)"),
+            // Chosen for a node that is not told to run it (yet): a pinned VM on a drained
+            // node stays stopped; otherwise the plan waits on something (see `pending`).
+            (0, Some(p)) if !view.assignments.get(p).is_some_and(|a| a.holds_vm(vm)) => {
+                if view.operations.drained.contains(p) {
+                    format!("stopped ({p} drained)")
+                } else {
+                    "waiting".into()
+                }
+            }
             (0, Some(_)) => "starting".into(),
             (0, None) => "not placed".into(),
             _ => "RUNNING ON SEVERAL NODES".into(),

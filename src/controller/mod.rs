@@ -53,7 +53,12 @@ fn observed_from(view: &ClusterView, d: &Desired, now: Time) -> (Observed, Vec<S
         } else if let Some(t) = view.lost.get(name) {
             lost.push(name.clone());
             Lease::Expired(*t)
-        } else if report.is_some() || view.assignments.get(name).is_some_and(|a| !a.is_empty()) {
+        } else if report.is_some()
+            || view
+                .assignments
+                .get(name)
+                .is_some_and(|a| a.may_hold_something())
+        {
             lost.push(name.clone());
             Lease::Expired(now)
         } else {

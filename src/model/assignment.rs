@@ -57,6 +57,14 @@ impl Assignment {
         self.vms.contains_key(vm)
     }
 
+    /// Whether a node acting on this assignment may hold something only one node may hold
+    /// (S1): a VM, an address, a Primary role. Secondary replicas alone are not such.
+    pub fn may_hold_something(&self) -> bool {
+        !self.vms.is_empty()
+            || !self.vips.is_empty()
+            || self.volumes.values().any(|r| *r == VolumeRole::Primary)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.vms.is_empty() && self.volumes.is_empty() && self.vips.is_empty()
     }

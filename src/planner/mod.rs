@@ -348,7 +348,10 @@ fn node_state(d: &Desired, o: &Observed, prev: &Placement, n: &str, now: Time) -
         Lease::Alive => return NodeState::Alive,
         Lease::Expired(t) => t,
         Lease::Never => {
-            let has_work = prev.assignments.get(n).is_some_and(|a| !a.is_empty())
+            let has_work = prev
+                .assignments
+                .get(n)
+                .is_some_and(|a| a.may_hold_something())
                 || obs.is_some_and(|x| x.report.is_some());
             if !has_work {
                 return NodeState::NotJoined;
