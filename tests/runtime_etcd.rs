@@ -822,6 +822,36 @@ async fn startup_converges() {
         "{text}"
     );
 
+    // `rampart diff --cluster`: the manifests against the running cluster. Nothing to fence,
+    // nothing for any agent to do (the simulated hosts report no files, so the rendered files
+    // show as to be added; that alone is a change).
+    let manifests = f.source.dir.join("manifests");
+    let out = Command::new(BIN)
+        .args([
+            "diff",
+            &manifests.display().to_string(),
+            "--cluster",
+            &f.url,
+        ])
+        .output()
+        .expect("run rampart diff --cluster");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("against the cluster observed in {}", f.url)),
+        "{text}"
+    );
+    assert!(!text.contains("fence:"), "{text}");
+    assert!(
+        !text.contains("start vm") && !text.contains("stop vm"),
+        "{text}"
+    );
+
     // Each agent's API: healthy, holding the generation the store assigns it, its host
     // running what the status says.
     let gens = generations(&s);

@@ -33,6 +33,10 @@ pub struct Args {
     /// the controller and each node's agent would do, and the rendered files that would change.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["from", "to", "repo"])]
     pub observed: Option<PathBuf>,
+    /// Compare the manifests with the running cluster in this store
+    /// (`etcd://HOST:PORT[,...]/PREFIX`), as `--observed` does with a saved state.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["from", "to", "repo", "observed"])]
+    pub cluster: Option<String>,
     #[arg(short = 'o', long, value_enum, default_value_t)]
     pub output: Output,
     #[arg(long, value_enum, default_value_t)]
@@ -76,7 +80,12 @@ fn side(rev: &Revision, report: &Report) -> Side {
 
 pub fn run(args: Args) -> u8 {
     if let Some(file) = &args.observed {
-        return run_observed(&args, file);
+        let snapshot = crate::diff::load_snapshot(file).map_err(|e| eprintln!("rampart diff: {e}"));
+        return run_observed(&args, file, snapshot);
+    }
+    if let Some(url) = &args.cluster {
+        let snapshot = cluster_snapshot(url).map_err(|e| eprintln!("rampart diff: {e}"));
+        return run_observed(&args, Path::new(url), snapshot);
     }
     let Some(from) = args.from.as_deref() else {
         eprintln!("rampart diff: give `--from REV` (and optionally `--to REV`, default HEAD) to compare two revisions, or `PATH --observed FILE` to compare manifests with a running cluster");
@@ -209,8 +218,24 @@ struct JsonObserved<'a> {
     diff: Option<&'a ObservedDiff>,
 }
 
-/// `rampart diff PATH --observed FILE`.
-fn run_observed(args: &Args, file: &Path) -> u8 {
+/// The observed state of a running cluster, read from its store.
+fn cluster_snapshot(url: &str) -> Result<crate::simulator::Snapshot, String> {
+    let cs = super::admin::connect(url)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let view = rt
+        .block_on(cs.view())
+        .map_err(|e| format!("cannot read the store: {e}"))?;
+    Ok(crate::api::status::snapshot(
+        &view,
+        super::admin::unix_now(),
+    ))
+}
+
+/// `rampart diff PATH --observed FILE` and `rampart diff PATH --cluster URL`.
+fn run_observed(args: &Args, file: &Path, snapshot: Result<crate::simulator::Snapshot, ()>) -> u8 {
     let path = args
         .path
         .clone()
@@ -225,7 +250,6 @@ fn run_observed(args: &Args, file: &Path) -> u8 {
     } else {
         Some(manifest::check(&Paths::new([path.clone()])))
     };
-    let snapshot = crate::diff::load_snapshot(file).map_err(|e| eprintln!("rampart diff: {e}"));
     let Some(report) = report else {
         return EXIT_ERROR;
     };
