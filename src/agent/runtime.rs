@@ -21,15 +21,19 @@ use super::local::{self, Action, LocalResources};
 use crate::drivers::Drivers;
 use crate::model::{Assignment, FailedAction, HostReport, Time};
 use crate::store::cluster::ClusterStore;
-use crate::store::{LeaseId, StoreError};
+use crate::store::{LeaseId, StoreError, WatchStream};
 
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
     pub node: String,
     pub lease_ttl: Duration,
     pub renew_interval: Duration,
-    /// How often the loop wakes to compare and act.
+    /// How often the lease keeper wakes.
     pub tick: Duration,
+    /// How often the work loop compares and acts when nothing wakes it sooner: it also wakes
+    /// at once on a change to its assignment or to the published resources (store watches),
+    /// and when its lease may no longer be counted on.
+    pub poll: Duration,
 }
 
 /// Something worth showing an operator, from an agent or the controller.
@@ -108,12 +112,19 @@ pub async fn run(
     let held_generation = AtomicU64::new(0);
     let keeper = keep_lease(&cs, &drivers, &held_generation, &opts, lease_tx);
     let work = async {
-        let mut ticker = tokio::time::interval(opts.tick);
+        let mut ticker = tokio::time::interval(opts.poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut assignment_watch: Option<WatchStream> = None;
+        let mut resources_watch: Option<WatchStream> = None;
+        let mut was_healthy = false;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
                 _ = stop.changed() => {}
+                // Only while the lease was healthy: once it isn't, this resolves at once.
+                _ = lease_lost(lease_rx.clone()), if was_healthy => {}
+                ev = next_event(&mut assignment_watch) => if !matches!(ev, Some(Ok(_))) { assignment_watch = None },
+                ev = next_event(&mut resources_watch) => if !matches!(ev, Some(Ok(_))) { resources_watch = None },
             }
             if *stop.borrow() {
                 return;
@@ -124,6 +135,28 @@ pub async fn run(
                 None => continue,
                 Some(until) => until.is_some_and(|t| Instant::now() < t),
             };
+            was_healthy = healthy;
+            // Watches that broke (or were never made) are made again while the store answers;
+            // never for long, so a dying store cannot hold up the work loop.
+            if healthy {
+                let short = Duration::from_millis(200);
+                if assignment_watch.is_none() {
+                    let key = cs.assignment_key(&me);
+                    let w = cs.store.watch(&key, None);
+                    assignment_watch = tokio::time::timeout(short, w)
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                }
+                if resources_watch.is_none() {
+                    let key = cs.resources_key();
+                    let w = cs.store.watch(&key, None);
+                    resources_watch = tokio::time::timeout(short, w)
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                }
+            }
             {
                 let mut s = stats.lock().unwrap();
                 s.node = me.clone();
@@ -340,6 +373,16 @@ async fn keep_lease(
             *v = next;
             changed
         });
+    }
+}
+
+/// The next event of a watch, or never when there is none.
+async fn next_event(
+    w: &mut Option<WatchStream>,
+) -> Option<Result<crate::store::WatchResponse, crate::store::StoreError>> {
+    match w {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
     }
 }
 

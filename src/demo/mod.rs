@@ -260,6 +260,7 @@ pub async fn run(mut desired: Desired, opts: DemoOptions) -> DemoOutcome {
             lease_ttl: d.cluster.lease_ttl,
             renew_interval: d.cluster.renew_interval,
             tick,
+            poll: d.cluster.renew_interval,
         };
         running.handles.push(tokio::spawn(agent::run(
             cs.clone(),
