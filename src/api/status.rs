@@ -326,3 +326,35 @@ pub fn render_text(s: &ClusterStatus) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::cluster::ClusterStore;
+    use crate::store::memory::MemoryStore;
+    use crate::store::Store;
+
+    /// Values in the store that don't decode (someone else's writes, a newer format) are
+    /// reported by status, never silently taken as absent.
+    #[tokio::test]
+    async fn garbage_in_the_store_is_reported() {
+        let store = MemoryStore::new();
+        let cs = ClusterStore::new(store.clone() as std::sync::Arc<dyn Store>, "rampart/t");
+        cs.store
+            .put(&cs.assignment_key("alpha"), b"{not json", None)
+            .await
+            .unwrap();
+        cs.store
+            .put(&cs.report_key("beta"), b"\xff\xfe", None)
+            .await
+            .unwrap();
+        let view = cs.view().await.unwrap();
+        assert!(view.assignments.is_empty() && view.reports.is_empty());
+        let st = from_view(&view);
+        assert_eq!(st.garbage.len(), 2, "{:?}", st.garbage);
+        let text = render_text(&st);
+        assert!(text.contains("UNREADABLE STORE KEYS"), "{text}");
+        assert!(text.contains("assignments/alpha"), "{text}");
+        assert!(text.contains("reports/beta"), "{text}");
+    }
+}
