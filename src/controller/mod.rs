@@ -87,6 +87,25 @@ fn observed_from(view: &ClusterView, d: &Desired, now: Time) -> (Observed, Vec<S
     )
 }
 
+/// The previous placement as the store holds it. A node whose assignment is missing or did
+/// not decode (garbage in the store) while its agent reports holding some generation is taken
+/// to be at that generation, so the next assignment written for it is newer than anything the
+/// agent holds; an older one would be ignored (S4) and the node never converge.
+fn prev_placement(view: &ClusterView) -> crate::model::Placement {
+    let mut prev = view.placement.clone();
+    for (n, r) in &view.reports {
+        // Generation 0 is an agent that never held an assignment: nothing to stay ahead of.
+        if r.generation == 0 {
+            continue;
+        }
+        let a = prev.assignments.entry(n.clone()).or_default();
+        if a.generation < r.generation {
+            a.generation = r.generation;
+        }
+    }
+    prev
+}
+
 /// Run the controller until `stop` turns true.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -173,7 +192,7 @@ pub async fn run(
                 bookkeeping.push(Op::delete(cs.fence_key(n)));
             }
         }
-        let prev = view.placement.clone();
+        let prev = prev_placement(&view);
         let plan = planner::plan(&d, &observed, &prev, now);
         let violations = invariants::check_plan(&d, &observed, &prev, &plan);
         // Fence first, level by level as the plan asks, recording every attempt.
@@ -313,5 +332,45 @@ pub async fn run(
             s.violations.push(v.to_string());
         }
         s.last_plan = Some(plan);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Assignment, HostReport};
+
+    #[test]
+    fn a_lost_or_garbled_assignment_does_not_send_generations_back() {
+        let mut view = ClusterView::default();
+        view.reports.insert(
+            "alpha".into(),
+            HostReport {
+                generation: 7,
+                ..Default::default()
+            },
+        );
+        view.reports.insert(
+            "beta".into(),
+            HostReport {
+                generation: 2,
+                ..Default::default()
+            },
+        );
+        view.reports.insert("witness".into(), HostReport::default());
+        view.placement.assignments.insert(
+            "beta".into(),
+            Assignment {
+                generation: 3,
+                ..Default::default()
+            },
+        );
+        let prev = prev_placement(&view);
+        assert_eq!(prev.assignments["alpha"].generation, 7);
+        assert_eq!(prev.assignments["beta"].generation, 3);
+        assert!(
+            !prev.assignments.contains_key("witness"),
+            "a fresh agent gets generation 1"
+        );
     }
 }
