@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::model::{Lease, NodeObserved, Time, VmState, VolumeRole};
+use crate::model::{Time, VmState, VolumeRole};
 use crate::simulator::Snapshot;
 use crate::store::cluster::ClusterView;
 
@@ -64,35 +64,15 @@ fn node_names(view: &ClusterView) -> BTreeSet<String> {
 
 /// The observed state as the store holds it (for `-o yaml`, usable as `--observed`).
 pub fn snapshot(view: &ClusterView, now: Time) -> Snapshot {
-    let mut nodes = BTreeMap::new();
-    for n in node_names(view) {
-        let lease = if view.leases.contains_key(&n) {
-            Lease::Alive
-        } else if let Some(t) = view.lost.get(&n) {
-            Lease::Expired(*t)
-        } else if view.reports.contains_key(&n)
-            || view
-                .assignments
-                .get(&n)
-                .is_some_and(|a| a.may_hold_something())
-        {
-            Lease::Expired(now)
-        } else {
-            // Never joined and told to hold nothing only one node may hold: not lost.
-            Lease::Never
-        };
-        nodes.insert(
-            n.clone(),
-            NodeObserved {
-                lease,
-                fence_attempts: view.fence.get(&n).cloned().unwrap_or_default(),
-                report: view.reports.get(&n).cloned(),
-            },
-        );
-    }
     Snapshot {
         now,
-        nodes,
+        nodes: node_names(view)
+            .into_iter()
+            .map(|n| {
+                let o = view.node_observed(&n, now);
+                (n, o)
+            })
+            .collect(),
         operations: view.operations.clone(),
         placement: Some(view.placement.clone()),
     }

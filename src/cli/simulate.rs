@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{print_json, Output, EXIT_ERROR, EXIT_FINDINGS, EXIT_OK};
 use crate::manifest;
 use crate::model::Desired;
-use crate::simulator::{Engine, Snapshot, Step};
+use crate::simulator::{status_table, Engine, Snapshot, Step};
 use crate::source::fs::Paths;
 
 #[derive(Debug, clap::Args)]
@@ -133,62 +133,6 @@ pub fn render_step(s: &Step) -> String {
     out
 }
 
-pub fn placement_table(e: &Engine) -> String {
-    let mut out = String::new();
-    let running = e.running();
-    let width = running.keys().map(String::len).max().unwrap_or(2).max(2);
-    writeln!(out, "{:width$}  {:10}  note", "vm", "runs on").unwrap();
-    for (vm, nodes) in &running {
-        let desc = &e.desired.vms[vm];
-        let note = if nodes.is_empty() {
-            let why = e
-                .placement
-                .vms
-                .get(vm)
-                .map(|n| {
-                    format!(
-                        "down (assigned to {n}{})",
-                        if desc.failover {
-                            ""
-                        } else {
-                            ", may not fail over"
-                        }
-                    )
-                })
-                .unwrap_or_else(|| "down (no eligible node)".into());
-            why
-        } else {
-            String::new()
-        };
-        let on = if nodes.is_empty() {
-            "-".to_string()
-        } else {
-            nodes.join(",")
-        };
-        writeln!(out, "{vm:width$}  {on:10}  {note}").unwrap();
-    }
-    for (vip, desc) in &e.desired.vips {
-        let holders: Vec<&String> = e
-            .world
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.powered && n.host.addresses.contains(&desc.address))
-            .map(|(k, _)| k)
-            .collect();
-        let on = if holders.is_empty() {
-            "-".to_string()
-        } else {
-            holders
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        writeln!(out, "vip {vip} {} on {on}", desc.address).unwrap();
-    }
-    out
-}
-
 pub fn run(args: Args) -> u8 {
     let desired = match load_desired(&args.path) {
         Ok(d) => d,
@@ -240,7 +184,7 @@ pub fn run(args: Args) -> u8 {
                 "steady state"
             },
             settle.len(),
-            placement_table(&engine)
+            status_table(&engine.desired, &engine.world)
         );
     }
     for d in &args.fence_fails {
@@ -291,7 +235,7 @@ pub fn run(args: Args) -> u8 {
             println!(
                 "\nfinal after {} rounds:\n{}",
                 steps.len(),
-                placement_table(&engine)
+                status_table(&engine.desired, &engine.world)
             );
             if violations.is_empty() {
                 println!("invariants S1-S6 held at every step");

@@ -44,40 +44,16 @@ pub struct ControllerStats {
 /// `since` the moment the controller first saw it gone (recorded in the store so that a new
 /// leader keeps it); that is never earlier than the real expiry, so deadlines only get later.
 fn observed_from(view: &ClusterView, d: &Desired, now: Time) -> (Observed, Vec<String>) {
-    let mut lost = Vec::new();
-    let mut nodes = std::collections::BTreeMap::new();
-    for name in d.nodes.keys() {
-        let report = view.reports.get(name).cloned();
-        let lease = if view.leases.contains_key(name) {
-            Lease::Alive
-        } else if let Some(t) = view.lost.get(name) {
-            lost.push(name.clone());
-            Lease::Expired(*t)
-        } else if report.is_some()
-            || view
-                .assignments
-                .get(name)
-                .is_some_and(|a| a.may_hold_something())
-        {
-            lost.push(name.clone());
-            Lease::Expired(now)
-        } else {
-            Lease::Never
-        };
-        let fence_attempts = if lease == Lease::Alive {
-            Vec::new()
-        } else {
-            view.fence.get(name).cloned().unwrap_or_default()
-        };
-        nodes.insert(
-            name.clone(),
-            NodeObserved {
-                lease,
-                fence_attempts,
-                report,
-            },
-        );
-    }
+    let nodes: std::collections::BTreeMap<String, NodeObserved> = d
+        .nodes
+        .keys()
+        .map(|n| (n.clone(), view.node_observed(n, now)))
+        .collect();
+    let lost = nodes
+        .iter()
+        .filter(|(_, o)| matches!(o.lease, Lease::Expired(_)))
+        .map(|(n, _)| n.clone())
+        .collect();
     (
         Observed {
             nodes,

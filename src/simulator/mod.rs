@@ -11,4 +11,4 @@ mod engine;
 mod world;
 
 pub use engine::{Engine, NodeActions, Snapshot, Step};
-pub use world::{SimNode, SimWorld};
+pub use world::{status_table, SimNode, SimWorld};

@@ -222,3 +222,104 @@ impl SimWorld {
         Ok(())
     }
 }
+
+/// The status table: where each VM and address really is (simulated hosts).
+pub fn status_table(d: &Desired, world: &SimWorld) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let w = d
+        .vms
+        .keys()
+        .chain(d.nodes.keys())
+        .map(String::len)
+        .max()
+        .unwrap_or(2)
+        .max(4);
+    writeln!(out, "  {:w$}  {:8}  {:8}  state", "node", "role", "power").unwrap();
+    for (n, desc) in &d.nodes {
+        let x = &world.nodes[n];
+        let role = if desc.is_hypervisor() {
+            "hyperv"
+        } else {
+            "witness"
+        };
+        let power = if x.powered { "on" } else { "off" };
+        writeln!(
+            out,
+            "  {n:w$}  {role:8}  {power:8}  {}",
+            if x.powered { "online" } else { "fenced / down" }
+        )
+        .unwrap();
+    }
+    writeln!(out).unwrap();
+    writeln!(
+        out,
+        "  {:w$}  {:8}  {:8}  volumes",
+        "vm", "runs on", "failover"
+    )
+    .unwrap();
+    for (vm, desc) in &d.vms {
+        let on: Vec<&String> = world
+            .nodes
+            .iter()
+            .filter(|(_, x)| {
+                x.powered
+                    && x.host
+                        .vms
+                        .get(vm)
+                        .is_some_and(|o| o.state == VmState::Running)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        let on = if on.is_empty() {
+            "DOWN".to_string()
+        } else {
+            on.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+        };
+        let vols: Vec<String> = desc
+            .volumes
+            .iter()
+            .map(|v| {
+                let prim: Vec<&String> = world
+                    .nodes
+                    .iter()
+                    .filter(|(_, x)| x.powered && x.host.primary(v))
+                    .map(|(k, _)| k)
+                    .collect();
+                if prim.is_empty() {
+                    v.clone()
+                } else {
+                    format!(
+                        "{v} (primary on {})",
+                        prim.iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    )
+                }
+            })
+            .collect();
+        writeln!(
+            out,
+            "  {vm:w$}  {on:8}  {:8}  {}",
+            if desc.failover { "yes" } else { "pinned" },
+            vols.join(", ")
+        )
+        .unwrap();
+    }
+    for (vip, desc) in &d.vips {
+        let on: Vec<&String> = world
+            .nodes
+            .iter()
+            .filter(|(_, x)| x.powered && x.host.addresses.contains(&desc.address))
+            .map(|(k, _)| k)
+            .collect();
+        let on = if on.is_empty() {
+            "DOWN".to_string()
+        } else {
+            on.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+        };
+        writeln!(out, "  vip {vip} {} on {on}", desc.address).unwrap();
+    }
+    out
+}

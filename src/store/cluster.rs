@@ -66,6 +66,44 @@ struct Chosen {
     vips: BTreeMap<String, String>,
 }
 
+impl ClusterView {
+    /// A node as the planner sees it: its lease (alive; lost since the controller first saw
+    /// it gone, or since `now`; never joined), its fence attempts (only while it is not alive:
+    /// a node that came back starts a new incident) and its last report.
+    ///
+    /// A node without a lease that never reported and was told to hold nothing only one node
+    /// may hold (a VM, an address, a Primary role) has not joined yet: it is not lost, so a
+    /// hypervisor that boots a little later than the rest is not fenced for it.
+    pub fn node_observed(&self, node: &str, now: Time) -> crate::model::NodeObserved {
+        use crate::model::Lease;
+        let report = self.reports.get(node).cloned();
+        let lease = if self.leases.contains_key(node) {
+            Lease::Alive
+        } else if let Some(t) = self.lost.get(node) {
+            Lease::Expired(*t)
+        } else if report.is_some()
+            || self
+                .assignments
+                .get(node)
+                .is_some_and(|a| a.may_hold_something())
+        {
+            Lease::Expired(now)
+        } else {
+            Lease::Never
+        };
+        let fence_attempts = if lease == Lease::Alive {
+            Vec::new()
+        } else {
+            self.fence.get(node).cloned().unwrap_or_default()
+        };
+        crate::model::NodeObserved {
+            lease,
+            fence_attempts,
+            report,
+        }
+    }
+}
+
 impl ClusterStore {
     pub fn new(store: Arc<dyn Store>, prefix: &str) -> Self {
         ClusterStore {
