@@ -7,6 +7,12 @@
 //! [`Action`](crate::agent::local::Action)s that [`Drivers::apply`] carries out. Every call is
 //! idempotent: doing it twice leaves the host as doing it once.
 
+pub mod config;
+pub mod drbd;
+pub mod fence;
+#[cfg(feature = "libvirt")]
+pub mod libvirt;
+pub mod net;
 pub mod sim;
 pub mod store_sim;
 

@@ -1,0 +1,1 @@
+//! VMs through libvirt (the `virt` crate), behind the `libvirt` feature.

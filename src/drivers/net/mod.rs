@@ -1,0 +1,1 @@
+//! Real floating addresses: netlink (rtnetlink), a duplicate-address check, gratuitous ARP.
