@@ -451,3 +451,89 @@ mod tests {
         );
     }
 }
+
+/// A secret's value, read on the node that uses it. It prints as `<redacted>` in `Debug` and
+/// has no `Display`, so it cannot reach a log line or an error by accident; [`Secret::expose`]
+/// is the one way to the text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Why a secret could not be read. Names where it was looked for, never any of its content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read the secret file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("the environment variable {0} holding a secret is not set (or not UTF-8)")]
+    Env(String),
+    #[error("the secret file {0} is empty")]
+    Empty(PathBuf),
+    #[error("a secret written inline in a manifest is never used; move it to a file or an environment variable")]
+    Inline,
+}
+
+impl SecretRef {
+    /// Read the secret: a file's content or an environment variable's value, without a
+    /// trailing newline (files written by `echo` end in one).
+    pub fn read(&self) -> Result<Secret, SecretError> {
+        match self {
+            SecretRef::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| SecretError::File {
+                    path: path.clone(),
+                    reason: e.kind().to_string(),
+                })?;
+                let value = text.strip_suffix('\n').unwrap_or(&text);
+                let value = value.strip_suffix('\r').unwrap_or(value);
+                if value.is_empty() {
+                    return Err(SecretError::Empty(path.clone()));
+                }
+                Ok(Secret(value.to_string()))
+            }
+            SecretRef::Env(var) => std::env::var(var)
+                .map(Secret)
+                .map_err(|_| SecretError::Env(var.clone())),
+            SecretRef::Inline => Err(SecretError::Inline),
+        }
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_file_without_its_newline_and_never_prints_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "hunter2\n").unwrap();
+        let s = SecretRef::File(p.clone()).read().unwrap();
+        assert_eq!(s.expose(), "hunter2");
+        assert_eq!(format!("{s:?}"), "<redacted>");
+        std::fs::write(&p, "\n").unwrap();
+        assert_eq!(
+            SecretRef::File(p.clone()).read(),
+            Err(SecretError::Empty(p))
+        );
+        let missing = SecretRef::File(dir.path().join("nope")).read().unwrap_err();
+        assert!(missing.to_string().contains("nope"), "{missing}");
+        assert_eq!(SecretRef::Inline.read(), Err(SecretError::Inline));
+        assert_eq!(
+            SecretRef::Env("RAMPART_TEST_UNSET_SECRET_VAR".into()).read(),
+            Err(SecretError::Env("RAMPART_TEST_UNSET_SECRET_VAR".into()))
+        );
+    }
+}
