@@ -6,3 +6,4 @@
 
 pub mod local;
 pub mod runtime;
+pub mod watchdog;

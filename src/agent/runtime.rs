@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::local::{self, Action, LocalResources};
+use crate::drivers::config::HostConfig;
 use crate::drivers::Drivers;
 use crate::model::{Assignment, FailedAction, HostReport, Time};
 use crate::store::cluster::ClusterStore;
@@ -111,11 +112,22 @@ pub async fn run(
     let (lease_tx, lease_rx) = watch::channel(None);
     let held_generation = AtomicU64::new(0);
     let keeper = keep_lease(&cs, &drivers, &held_generation, &opts, lease_tx);
+    // The watchdog (when the node's configuration names one) is fed beside the work.
+    let gate = super::watchdog::FeedGate::default();
+    let watchdog = tokio::spawn(super::watchdog::run(
+        drivers.config.clone(),
+        lease_rx.clone(),
+        gate.clone(),
+        stop.clone(),
+    ));
     let work = async {
         let mut ticker = tokio::time::interval(opts.poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut assignment_watch: Option<WatchStream> = None;
         let mut resources_watch: Option<WatchStream> = None;
+        let mut config_watch: Option<WatchStream> = None;
+        // The node's driver configuration must be (re)read: at start and after a change.
+        let mut config_dirty = true;
         let mut was_healthy = false;
         loop {
             tokio::select! {
@@ -125,6 +137,12 @@ pub async fn run(
                 _ = lease_lost(lease_rx.clone()), if was_healthy => {}
                 ev = next_event(&mut assignment_watch) => if !matches!(ev, Some(Ok(_))) { assignment_watch = None },
                 ev = next_event(&mut resources_watch) => if !matches!(ev, Some(Ok(_))) { resources_watch = None },
+                ev = next_event(&mut config_watch) => {
+                    config_dirty = true;
+                    if !matches!(ev, Some(Ok(_))) { config_watch = None }
+                }
+                // A driver saw the host change by itself (a VM crashed, a peer disconnected).
+                _ = drivers.changed.notified() => {}
             }
             if *stop.borrow() {
                 return;
@@ -156,6 +174,16 @@ pub async fn run(
                         .ok()
                         .and_then(Result::ok);
                 }
+                if config_watch.is_none() {
+                    let key = cs.host_config_key(&me);
+                    let w = cs.store.watch(&key, None);
+                    config_watch = tokio::time::timeout(short, w)
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                    // Whatever changed while there was no watch.
+                    config_dirty = true;
+                }
             }
             {
                 let mut s = stats.lock().unwrap();
@@ -178,6 +206,7 @@ pub async fn run(
                         let list = local::self_demote(&host, &res);
                         if list.is_empty() {
                             st.demoted = true;
+                            gate.clean.store(true, Ordering::Relaxed);
                         } else {
                             emit(
                                 &events,
@@ -210,6 +239,23 @@ pub async fn run(
                 if let Ok(Some(r)) = cs.get::<LocalResources>(&cs.resources_key()).await {
                     res = r;
                 }
+                // ... and what this node's real drivers need (domain XML, resource files).
+                if config_dirty {
+                    match cs.get::<HostConfig>(&cs.host_config_key(&me)).await {
+                        Ok(Some(c)) => {
+                            if *drivers.config.get() != c {
+                                drivers.config.set(c);
+                            }
+                            config_dirty = false;
+                        }
+                        Ok(None) => config_dirty = false,
+                        Err(e) => emit(
+                            &events,
+                            &me,
+                            format!("cannot read its host configuration: {e}"),
+                        ),
+                    }
+                }
                 // Take a newer assignment (S4).
                 match cs.get::<Assignment>(&cs.assignment_key(&me)).await {
                     Ok(Some(a)) if a.generation > st.held.generation => {
@@ -229,6 +275,7 @@ pub async fn run(
                 }
                 if !st.stale {
                     st.demoted = false;
+                    gate.clean.store(false, Ordering::Relaxed);
                 }
                 if !st.stale && Instant::now() >= st.retry_at {
                     match drivers.observe(st.held.generation).await {
@@ -296,6 +343,8 @@ pub async fn run(
         _ = keeper => {}
         _ = work => {}
     }
+    // An orderly stop: the watchdog task sees `stop` too and disarms the device.
+    let _ = tokio::time::timeout(Duration::from_secs(1), watchdog).await;
 }
 
 /// Keep the node's lease, beside the reconcile loop so that nothing the agent does on its host

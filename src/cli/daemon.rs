@@ -17,7 +17,7 @@ use crate::drivers::sim::{SimHost, SimShared};
 use crate::drivers::store_sim::{power_off_key, StoreSimFencer};
 use crate::model::Desired;
 use crate::simulator::{SimNode, SimWorld};
-use crate::source::sync::{self as gitsync, GitSync, SyncOptions};
+use crate::source::sync::{self as gitsync, AppliedRevision, GitSync, SyncOptions};
 use crate::source::webhook::{self, WebhookConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -510,12 +510,18 @@ pub fn controller(args: ControllerArgs) -> u8 {
             }
         };
         println!("controller {id}: applying revision {}", first.commit);
-        let (desired_tx, desired_rx) = watch::channel(Arc::new(first.desired.clone()));
+        let to_revision = |r: &AppliedRevision| {
+            Arc::new(controller::Revision {
+                desired: Arc::new(r.desired.clone()),
+                hosts: r.hosts.clone(),
+            })
+        };
+        let (desired_tx, desired_rx) = watch::channel(to_revision(&first));
         tokio::spawn(async move {
             while revisions.changed().await.is_ok() {
                 if let Some(r) = revisions.borrow_and_update().clone() {
                     println!("controller: applying revision {}", r.commit);
-                    let _ = desired_tx.send(Arc::new(r.desired.clone()));
+                    let _ = desired_tx.send(to_revision(&r));
                 }
             }
         });

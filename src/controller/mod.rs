@@ -2,18 +2,39 @@
 //! with the pure planner, fences first, then writes the assignments — every write guarded by
 //! its leadership (S4), so a deposed controller changes nothing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
 use crate::agent::runtime::Event;
+use crate::drivers::config::HostConfig;
 use crate::drivers::Fencer;
 use crate::invariants;
 use crate::model::{Desired, FenceAttempt, Lease, NodeObserved, Observed, Time};
 use crate::planner;
 use crate::store::cluster::{ClusterStore, ClusterView};
 use crate::store::{LeaseId, Op};
+
+/// One validated revision of the manifests, as the controller applies it.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    pub desired: Arc<Desired>,
+    /// Each node's driver configuration ([`crate::drivers::config::host_configs`]), published
+    /// under `config/NODE` for the node's agent. Empty where only simulated hosts run: then
+    /// nothing is published.
+    pub hosts: Arc<BTreeMap<String, HostConfig>>,
+}
+
+impl From<Arc<Desired>> for Revision {
+    fn from(desired: Arc<Desired>) -> Self {
+        Revision {
+            desired,
+            hosts: Arc::default(),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ControllerOptions {
@@ -86,7 +107,7 @@ fn prev_placement(view: &ClusterView) -> crate::model::Placement {
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     cs: ClusterStore,
-    desired: watch::Receiver<Arc<Desired>>,
+    revisions: watch::Receiver<Arc<Revision>>,
     fencer: Arc<dyn Fencer>,
     opts: ControllerOptions,
     clock: impl Fn() -> Time + Send,
@@ -107,6 +128,11 @@ pub async fn run(
     // What was last published, so it is written only when it changes.
     let mut published_pending: Option<Vec<String>> = None;
     let mut published_resources: Option<crate::agent::local::LocalResources> = None;
+    // Host configs as last written by this controller while it led; forgotten when it stops
+    // leading, so a new term writes them all once.
+    let mut published_hosts: BTreeMap<String, HostConfig> = BTreeMap::new();
+    // The revision's host configs once all of them were written: no need to compare again.
+    let mut hosts_done: Option<Arc<BTreeMap<String, HostConfig>>> = None;
     let mut ticker = tokio::time::interval(opts.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -126,6 +152,8 @@ pub async fn run(
         } else if let Some(l) = lease {
             if cs.store.keep_alive(l).await.is_err() {
                 lease = None;
+                published_hosts.clear();
+                hosts_done = None;
                 if elected.take().is_some() {
                     emit("lost leadership".into());
                 }
@@ -143,7 +171,8 @@ pub async fn run(
         }
         let rev = elected.expect("elected above");
         let round_start = std::time::Instant::now();
-        let d = desired.borrow().clone();
+        let revision = revisions.borrow().clone();
+        let d = revision.desired.clone();
         let view = match cs.view().await {
             Ok(v) => v,
             Err(_) => {
@@ -249,7 +278,27 @@ pub async fn run(
                 serde_json::to_vec(&resources).unwrap(),
             ));
         }
-        let mut ops = bookkeeping;
+        // Driver configuration before the assignments that need it (same transaction, or an
+        // earlier batch of it).
+        let mut config_ops = Vec::new();
+        let mut hosts_written = Vec::new();
+        let hosts_current = hosts_done
+            .as_ref()
+            .is_some_and(|h| Arc::ptr_eq(h, &revision.hosts));
+        for (n, h) in revision.hosts.iter().filter(|_| !hosts_current) {
+            if published_hosts.get(n) != Some(h) {
+                config_ops.push(Op::put(
+                    cs.host_config_key(n),
+                    serde_json::to_vec(h).unwrap(),
+                ));
+                hosts_written.push(n.clone());
+            }
+        }
+        if hosts_written.is_empty() {
+            hosts_done = Some(revision.hosts.clone());
+        }
+        let mut ops = config_ops;
+        ops.extend(bookkeeping);
         // After fencing, write only the bookkeeping: the next round plans with the result.
         if !fenced_any {
             ops.extend(cs.placement_ops(&prev, &plan.placement));
@@ -261,6 +310,12 @@ pub async fn run(
                 Ok(true) => {
                     published_pending = Some(pending);
                     published_resources = Some(resources);
+                    for n in hosts_written {
+                        if let Some(h) = revision.hosts.get(&n) {
+                            published_hosts.insert(n, h.clone());
+                        }
+                    }
+                    hosts_done = Some(revision.hosts.clone());
                     if !fenced_any {
                         for n in &changed {
                             let g = plan.placement.assignments[n].generation;
@@ -278,6 +333,8 @@ pub async fn run(
                     {
                         emit("lost leadership".into());
                         elected = None;
+                        published_hosts.clear();
+                        hosts_done = None;
                     }
                 }
                 Err(e) => emit(format!("cannot write to the store: {e}")),

@@ -173,7 +173,7 @@ pub async fn run(mut desired: Desired, opts: DemoOptions) -> DemoOutcome {
         )));
     }
     let stats = Arc::new(Mutex::new(ControllerStats::default()));
-    let (desired_tx, desired_rx) = watch::channel(d.clone());
+    let (desired_tx, desired_rx) = watch::channel(Arc::new(controller::Revision::from(d.clone())));
     let (ctl_stop_tx, ctl_stop_rx) = watch::channel(false);
     running.handles.push(tokio::spawn(controller::run(
         cs.clone(),

@@ -88,6 +88,12 @@ pub struct Drivers {
     pub drbd: Arc<dyn Drbd>,
     pub vms: Arc<dyn Vms>,
     pub addresses: Arc<dyn Addresses>,
+    /// The configuration the real drivers read (the agent replaces it when the controller
+    /// publishes a new one). Simulated drivers ignore it.
+    pub config: config::ConfigHandle,
+    /// Woken by drivers that notice a change on the host by themselves (libvirt lifecycle
+    /// events, DRBD state changes), so the agent observes at once instead of at its next poll.
+    pub changed: Arc<tokio::sync::Notify>,
 }
 
 impl Drivers {

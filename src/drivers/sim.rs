@@ -37,6 +37,8 @@ impl SimHost {
             drbd: h.clone(),
             vms: h.clone(),
             addresses: h,
+            config: Default::default(),
+            changed: Default::default(),
         }
     }
 

@@ -17,6 +17,7 @@
 //! `https://` and `ssh://` (or `user@host:path`) need git2's `https` / `ssh` features (OpenSSL,
 //! libssh2); a build without them refuses such a source when the [`GitSync`] is created.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
@@ -32,7 +33,8 @@ use tokio::sync::{oneshot, watch, Notify};
 
 use super::git::{GitError, Revision};
 use super::{is_hidden, is_manifest_name};
-use crate::manifest::{self, Severity};
+use crate::drivers::config::{host_configs, HostConfig};
+use crate::manifest::{self, FenceDeviceSpec, Severity};
 use crate::model::{Desired, Time};
 
 /// Defaults of [`SyncOptions`].
@@ -123,6 +125,10 @@ pub struct AppliedRevision {
     /// Full commit id.
     pub commit: String,
     pub desired: Desired,
+    /// Each node's driver configuration, rendered from the same revision.
+    pub hosts: Arc<BTreeMap<String, HostConfig>>,
+    /// The fence devices, by name, for the real fencer.
+    pub fence_devices: Arc<BTreeMap<String, FenceDeviceSpec>>,
     /// Validation warnings of the revision (it is applied despite them).
     pub warnings: Vec<String>,
     pub at: Time,
@@ -442,6 +448,8 @@ impl GitSync {
             Inspected::Valid {
                 commit,
                 desired,
+                hosts,
+                fence_devices,
                 warnings,
             } => {
                 self.last_seen = Some(commit);
@@ -450,6 +458,8 @@ impl GitSync {
                 self.desired_tx.send_replace(Some(Arc::new(AppliedRevision {
                     commit: commit.clone(),
                     desired: *desired,
+                    hosts: Arc::new(hosts),
+                    fence_devices: Arc::new(fence_devices),
                     warnings: warnings.clone(),
                     at,
                 })));
@@ -756,6 +766,8 @@ enum Inspected {
     Valid {
         commit: Oid,
         desired: Box<Desired>,
+        hosts: BTreeMap<String, HostConfig>,
+        fence_devices: BTreeMap<String, FenceDeviceSpec>,
         warnings: Vec<String>,
     },
     Refused {
@@ -831,10 +843,21 @@ fn inspect(
             .collect()
     };
     match Desired::from_report(&report) {
-        Ok(desired) => Inspected::Valid {
-            commit: head,
-            desired: Box::new(desired),
-            warnings: texts(Severity::Warning),
+        Ok(desired) => match host_configs(&report.set, &desired) {
+            Ok(hosts) => Inspected::Valid {
+                commit: head,
+                desired: Box::new(desired),
+                hosts,
+                fence_devices: report
+                    .set
+                    .fence_devices
+                    .iter()
+                    .map(|(n, e)| (n.clone(), e.object.spec.clone()))
+                    .collect(),
+                warnings: texts(Severity::Warning),
+            },
+            // Validation should have caught it; never apply what cannot be rendered (S5).
+            Err(e) => refuse(vec![format!("cannot render the host configuration: {e}")]),
         },
         Err(_) => {
             let mut reasons = texts(Severity::Error);

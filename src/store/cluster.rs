@@ -17,7 +17,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{Compare, CompareOp, LeaseId, Op, Store, StoreError, Txn};
+use super::{Compare, CompareOp, LeaseId, Op, OpResponse, Store, StoreError, Txn};
 use crate::model::{Assignment, FenceAttempt, HostReport, Operations, Placement, Time};
 
 #[derive(Clone)]
@@ -104,6 +104,23 @@ impl ClusterView {
     }
 }
 
+/// The most operations one transaction carries (etcd's default `--max-txn-ops` is 128).
+pub const MAX_TXN_OPS: usize = 100;
+
+/// The key subtrees (and single keys) that [`ClusterStore::view`] reads.
+const VIEW_SUBTREES: &[&str] = &[
+    "nodes/",
+    "lost/",
+    "fence/",
+    "assignments/",
+    "reports/",
+    "placement",
+    "operations",
+    "leader",
+    "status/",
+    "resources",
+];
+
 impl ClusterStore {
     pub fn new(store: Arc<dyn Store>, prefix: &str) -> Self {
         ClusterStore {
@@ -146,13 +163,28 @@ impl ClusterStore {
     pub fn resources_key(&self) -> Vec<u8> {
         self.key("resources")
     }
+    /// What node `node`'s real drivers need from the applied revision (a [`HostConfig`]).
+    /// Kept out of [`ClusterStore::view`]: it holds every domain XML and resource file.
+    ///
+    /// [`HostConfig`]: crate::drivers::config::HostConfig
+    pub fn host_config_key(&self, node: &str) -> Vec<u8> {
+        self.key(&format!("config/{node}"))
+    }
 
     /// Read the whole cluster state at one revision.
     pub async fn view(&self) -> Result<ClusterView, StoreError> {
-        let (kvs, revision) = self
-            .store
-            .range(format!("{}/", self.prefix).as_bytes())
-            .await?;
+        // Every subtree the view decodes, read in one transaction so they share a revision;
+        // `config/` (large, and needed only by each node's agent) is left out.
+        let ops: Vec<Op> = VIEW_SUBTREES
+            .iter()
+            .map(|t| Op::range(self.key(t)))
+            .collect();
+        let resp = self.store.txn(Txn::new().and_then(ops)).await?;
+        let revision = resp.revision;
+        let kvs = resp.responses.into_iter().flat_map(|r| match r {
+            OpResponse::Range { kvs } => kvs,
+            _ => Vec::new(),
+        });
         let mut v = ClusterView {
             revision,
             ..Default::default()
@@ -271,8 +303,25 @@ impl ClusterStore {
             Compare::mod_revision(k, CompareOp::Equal, elected_rev),
         ];
         compares.extend(lost.iter().map(|n| Compare::absent(self.lease_key(n))));
-        let txn = Txn::new().when(compares).and_then(ops);
-        Ok(self.store.txn(txn).await?.succeeded)
+        // etcd refuses a transaction of more than 128 operations (`--max-txn-ops`): write in
+        // batches, each under the same guard, stopping at the first that fails. A part written
+        // alone is safe: the planner grants a resource only once its previous holder has
+        // released it or been fenced, so no subset of one plan's assignments lets two nodes
+        // hold the same thing; a later round writes what is missing.
+        let mut ops = ops;
+        if ops.is_empty() {
+            let txn = Txn::new().when(compares);
+            return Ok(self.store.txn(txn).await?.succeeded);
+        }
+        while !ops.is_empty() {
+            let rest = ops.split_off(ops.len().min(MAX_TXN_OPS));
+            let txn = Txn::new().when(compares.clone()).and_then(ops);
+            if !self.store.txn(txn).await?.succeeded {
+                return Ok(false);
+            }
+            ops = rest;
+        }
+        Ok(true)
     }
 
     /// Try to become leader on `lease`. Returns the revision of the leader key when elected.
