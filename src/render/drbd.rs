@@ -114,6 +114,50 @@ pub fn render_res_redacted(set: &ManifestSet, volume: &str) -> Result<String, Re
     render(set, volume, SecretText::Placeholder)
 }
 
+/// A redacted resource file ([`render_res_redacted`]) with the real shared secret filled in:
+/// what a node writes to its disk when it has only the published text and the secret's
+/// `reference`. The placeholder for `reference` must appear exactly once, as the value of
+/// `shared-secret`. The value is checked as [`render_res`] checks it (at most 63 bytes, no
+/// control characters) and quoted the same way; it never appears in an error.
+pub fn fill_secret(
+    redacted: &str,
+    volume: &str,
+    reference: &SecretRef,
+    value: &str,
+) -> Result<String, RenderError> {
+    check_secret(volume, value)?;
+    let holder = placeholder(reference);
+    let needle = format!(
+        "shared-secret {};",
+        word("secret reference", &holder, true)?
+    );
+    if redacted.matches(needle.as_str()).count() != 1 {
+        return Err(RenderError::BadText {
+            what: "the secret placeholder".to_string(),
+            value: holder,
+            file: FILE,
+            reason: format!(
+                "it must appear exactly once as the `shared-secret` of Volume `{volume}`; \
+                 the text was not rendered by render_res_redacted with this reference"
+            ),
+        });
+    }
+    Ok(redacted.replacen(
+        needle.as_str(),
+        &format!("shared-secret {};", quote_secret(value)),
+        1,
+    ))
+}
+
+/// Whether a resource file still holds a secret placeholder of [`render_res_redacted`]: such a
+/// text must never be written to a host.
+pub fn has_secret_placeholder(text: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim_start();
+        l.starts_with("shared-secret \"<") && l.ends_with(">\";")
+    })
+}
+
 /// The names of the DRBD volumes with a replica on `node`, sorted.
 pub fn drbd_volumes_on(set: &ManifestSet, node: &str) -> Vec<String> {
     set.volumes
@@ -666,6 +710,31 @@ resource plain {
         }
         // 63 bytes is DRBD's limit and fine.
         assert!(render_res(&set, "data", Some(&"x".repeat(63))).is_ok());
+    }
+
+    #[test]
+    fn fill_secret_turns_the_redacted_text_into_the_real_one() {
+        let (set, _dir) = set_from(&[("all.yaml", BASE)]);
+        let redacted = render_res_redacted(&set, "data").unwrap();
+        assert!(has_secret_placeholder(&redacted));
+        let reference = SecretRef::File("/etc/rampart/secrets/drbd-data".into());
+        let value = r#"s3cr"t\x"#;
+        let filled = fill_secret(&redacted, "data", &reference, value).unwrap();
+        assert_eq!(filled, render_res(&set, "data", Some(value)).unwrap());
+        assert!(!has_secret_placeholder(&filled));
+        // Another reference's placeholder is not there: refused, naming the reference only.
+        let other = SecretRef::Env("DRBD_SECRET".into());
+        let err = fill_secret(&redacted, "data", &other, "hunter2").unwrap_err();
+        assert!(err.to_string().contains("DRBD_SECRET"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        // The value is checked like render_res checks it, and never shown.
+        for bad in ["", "hunter2\n", "hun\tter2", &"hunter2".repeat(10)] {
+            let err = fill_secret(&redacted, "data", &reference, bad).unwrap_err();
+            assert!(matches!(err, RenderError::BadSecret { .. }), "{err:?}");
+            assert!(bad.is_empty() || !err.to_string().contains("hunter2"));
+        }
+        let plain = render_res_redacted(&set, "plain").unwrap();
+        assert!(!has_secret_placeholder(&plain));
     }
 
     #[test]
