@@ -22,7 +22,7 @@ use crate::drivers::config::HostConfig;
 use crate::drivers::Drivers;
 use crate::model::{Assignment, FailedAction, HostReport, Time};
 use crate::store::cluster::ClusterStore;
-use crate::store::{LeaseId, StoreError, WatchStream};
+use crate::store::{LeaseId, Op, StoreError, Txn, WatchStream};
 
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
@@ -35,6 +35,9 @@ pub struct AgentOptions {
     /// at once on a change to its assignment or to the published resources (store watches),
     /// and when its lease may no longer be counted on.
     pub poll: Duration,
+    /// Feed the watchdog device the node's configuration names. Off for simulated hosts:
+    /// their node's real watchdog is none of their business.
+    pub watchdog: bool,
 }
 
 /// Something worth showing an operator, from an agent or the controller.
@@ -114,12 +117,16 @@ pub async fn run(
     let keeper = keep_lease(&cs, &drivers, &held_generation, &opts, lease_tx);
     // The watchdog (when the node's configuration names one) is fed beside the work.
     let gate = super::watchdog::FeedGate::default();
-    let watchdog = tokio::spawn(super::watchdog::run(
-        drivers.config.clone(),
-        lease_rx.clone(),
-        gate.clone(),
-        stop.clone(),
-    ));
+    let watchdog = tokio::spawn({
+        let config = drivers.config.clone();
+        let (lease_rx, gate, stop) = (lease_rx.clone(), gate.clone(), stop.clone());
+        let on = opts.watchdog;
+        async move {
+            if on {
+                super::watchdog::run(config, lease_rx, gate, stop).await;
+            }
+        }
+    });
     let work = async {
         let mut ticker = tokio::time::interval(opts.poll);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -374,11 +381,10 @@ async fn keep_lease(
                     // A node that comes (back) up shows what its host has now before it shows
                     // a live lease: otherwise the controller would take the report from before
                     // (the VMs it ran before a power-off or a self-demotion) for current.
+                    // Both in one transaction: a controller woken by the report alone would
+                    // see a node with a report and no lease, and take it for lost.
                     let report = drivers
                         .observe(held_generation.load(Ordering::Relaxed))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    cs.put(&cs.report_key(&opts.node), &report, None)
                         .await
                         .map_err(|e| e.to_string())?;
                     let lease = cs
@@ -386,10 +392,14 @@ async fn keep_lease(
                         .grant_lease(opts.lease_ttl)
                         .await
                         .map_err(|e| e.to_string())?;
-                    cs.store
-                        .put(&cs.lease_key(&opts.node), b"alive", Some(lease))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let txn = Txn::new().and_then([
+                        Op::put(
+                            cs.report_key(&opts.node),
+                            serde_json::to_vec(&report).expect("reports serialize"),
+                        ),
+                        Op::put_with_lease(cs.lease_key(&opts.node), b"alive".to_vec(), lease),
+                    ]);
+                    cs.store.txn(txn).await.map_err(|e| e.to_string())?;
                     Ok(lease)
                 }
                 .await;

@@ -241,6 +241,7 @@ pub fn agent(args: AgentArgs) -> u8 {
             renew_interval,
             tick: (renew_interval / 4).max(Duration::from_millis(20)),
             poll: renew_interval,
+            watchdog: false,
         };
         println!("agent {} started (SIMULATED host), lease TTL {lease_ttl:?}", args.node);
         let task = tokio::spawn(agent::run(cs.clone(), SimHost::drivers(&shared, &args.node), res, opts.clone(), unix_now, Some(tx), stats, stop_rx));

@@ -15,7 +15,18 @@ use crate::invariants;
 use crate::model::{Desired, FenceAttempt, Lease, NodeObserved, Observed, Time};
 use crate::planner;
 use crate::store::cluster::{ClusterStore, ClusterView};
-use crate::store::{LeaseId, Op};
+use crate::store::{LeaseId, Op, WatchStream};
+use futures_util::FutureExt;
+
+/// The next event of a watch, or never when there is none.
+async fn next_event(
+    w: &mut Option<WatchStream>,
+) -> Option<Result<crate::store::WatchResponse, crate::store::StoreError>> {
+    match w {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// One validated revision of the manifests, as the controller applies it.
 #[derive(Debug, Clone)]
@@ -107,7 +118,7 @@ fn prev_placement(view: &ClusterView) -> crate::model::Placement {
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     cs: ClusterStore,
-    revisions: watch::Receiver<Arc<Revision>>,
+    mut revisions: watch::Receiver<Arc<Revision>>,
     fencer: Arc<dyn Fencer>,
     opts: ControllerOptions,
     clock: impl Fn() -> Time + Send,
@@ -135,10 +146,36 @@ pub async fn run(
     let mut hosts_done: Option<Arc<BTreeMap<String, HostConfig>>> = None;
     let mut ticker = tokio::time::interval(opts.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A leader plans at once when something in the cluster's state changes (a watch on its
+    // keys: a lease gone, a report, a fence record, an operation) or a new revision arrives;
+    // otherwise every `RESYNC_TICKS` ticks, for what only time changes (a self-fence deadline
+    // passing) and in case a watch missed something.
+    const RESYNC_TICKS: u32 = 4;
+    let mut state_watch: Option<WatchStream> = None;
+    let mut dirty = true;
+    let mut quiet_ticks = 0u32;
+    let mut source_open = true;
     loop {
         tokio::select! {
-            _ = ticker.tick() => {}
+            _ = ticker.tick() => quiet_ticks += 1,
             _ = stop.changed() => {}
+            r = revisions.changed(), if source_open => {
+                // A closed source leaves the last revision in force.
+                source_open = r.is_ok();
+                dirty = true;
+            }
+            ev = next_event(&mut state_watch) => {
+                dirty = true;
+                if !matches!(ev, Some(Ok(_))) {
+                    state_watch = None;
+                }
+                // Take whatever else is already there: one round covers it all.
+                while let Some(ev) = state_watch.as_mut().and_then(|w| w.next().now_or_never()) {
+                    if !matches!(ev, Some(Ok(_))) {
+                        state_watch = None;
+                    }
+                }
+            }
         }
         if *stop.borrow() {
             if let Some(l) = lease {
@@ -154,6 +191,7 @@ pub async fn run(
                 lease = None;
                 published_hosts.clear();
                 hosts_done = None;
+                state_watch = None;
                 if elected.take().is_some() {
                     emit("lost leadership".into());
                 }
@@ -170,6 +208,20 @@ pub async fn run(
             }
         }
         let rev = elected.expect("elected above");
+        if state_watch.is_none() {
+            let prefix = cs.key("");
+            let w = cs.store.watch(&prefix, None);
+            state_watch = tokio::time::timeout(Duration::from_millis(200), w)
+                .await
+                .ok()
+                .and_then(Result::ok);
+            dirty = true;
+        }
+        if !dirty && quiet_ticks < RESYNC_TICKS {
+            continue;
+        }
+        dirty = false;
+        quiet_ticks = 0;
         let round_start = std::time::Instant::now();
         let revision = revisions.borrow().clone();
         let d = revision.desired.clone();
@@ -335,6 +387,7 @@ pub async fn run(
                         elected = None;
                         published_hosts.clear();
                         hosts_done = None;
+                        state_watch = None;
                     }
                 }
                 Err(e) => emit(format!("cannot write to the store: {e}")),

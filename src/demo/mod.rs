@@ -160,6 +160,7 @@ pub async fn run(mut desired: Desired, opts: DemoOptions) -> DemoOutcome {
             renew_interval: d.cluster.renew_interval,
             tick,
             poll: d.cluster.renew_interval,
+            watchdog: false,
         };
         running.handles.push(tokio::spawn(agent::run(
             cs.clone(),
