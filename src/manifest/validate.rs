@@ -692,10 +692,13 @@ impl<'a> Validator<'a> {
                             "give the executable's name as found on PATH, such as `fence_ipmilan`",
                         ),
                     );
-                } else if !a.name.starts_with("fence_") {
+                } else if !a.name.starts_with("fence_")
+                    || a.name.len() == "fence_".len()
+                    || !a.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                {
                     self.push(
-                        Diagnostic::warning("fence-agent", o.at("spec.agent.name"), format!("`{}` does not look like a standard fence agent", a.name))
-                            .hint("standard agents are named fence_*; Rampart speaks their stdin protocol"),
+                        Diagnostic::error("fence-agent", o.at("spec.agent.name"), format!("`{}` is not a standard fence agent name", a.name))
+                            .hint("Rampart runs fence agents named fence_* (lower case, digits, `_`) from /usr/sbin, as the fence-agents package installs them"),
                     );
                 }
                 for key in a.parameters.keys() {
@@ -759,6 +762,19 @@ impl<'a> Validator<'a> {
             }
             if let Some(t) = spec.timeout {
                 self.positive(t, o.at("spec.timeout"), "timeout");
+                if let Some(c) = set.cluster() {
+                    let limit = c.spec.timing.fence_timeout;
+                    if t.0 > limit.0 {
+                        self.push(
+                            Diagnostic::error(
+                                "fence-timeout",
+                                o.at("spec.timeout"),
+                                format!("the device's timeout ({t}) is longer than the Cluster's `timing.fenceTimeout` ({limit}), after which the controller gives up on a fence action"),
+                            )
+                            .hint(format!("lower it to at most {limit}, or raise `timing.fenceTimeout`")),
+                        );
+                    }
+                }
             }
             for (i, n) in spec.runs_on.iter().enumerate() {
                 match set.nodes.get(n) {
