@@ -4,6 +4,7 @@
 //! and reads auxiliary files they name (domain XML). It only reads; it never checks anything
 //! out or writes to a repository.
 
+pub mod credentials;
 pub mod fs;
 pub mod git;
 pub mod sync;

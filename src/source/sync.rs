@@ -15,7 +15,12 @@
 //!
 //! Transports: local paths, `file://`, `git://` and plain `http://` work in every build.
 //! `https://` and `ssh://` (or `user@host:path`) need git2's `https` / `ssh` features (OpenSSL,
-//! libssh2); a build without them refuses such a source when the [`GitSync`] is created.
+//! libssh2; rampart's `git-remote` feature); a build without them refuses such a source when
+//! the [`GitSync`] is created.
+//!
+//! Credentials ([`SyncOptions::credentials`], see [`super::credentials`]): an access token read
+//! from a file (or an environment variable) for HTTP(S), a key file or the ssh-agent for SSH,
+//! SSH host keys checked against known_hosts. A URL with a password in it is refused.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -31,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{oneshot, watch, Notify};
 
+use super::credentials::{self, GitCredentials};
 use super::git::{GitError, Revision};
 use super::{is_hidden, is_manifest_name};
 use crate::drivers::config::{host_configs, HostConfig};
@@ -78,6 +84,8 @@ pub struct SyncOptions {
     /// How long one sync waits for its fetch before giving up on it (and cancelling it).
     pub fetch_timeout: Duration,
     pub limits: Limits,
+    /// How to authenticate to the server (unused for local sources).
+    pub credentials: GitCredentials,
 }
 
 impl Default for SyncOptions {
@@ -87,6 +95,7 @@ impl Default for SyncOptions {
             path: PathBuf::from(DEFAULT_PATH),
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             limits: Limits::default(),
+            credentials: GitCredentials::default(),
         }
     }
 }
@@ -111,6 +120,15 @@ pub enum SyncError {
     },
     #[error("source `{url}`: unsupported URL scheme `{scheme}://`; use a local path, file://, git://, http://, https:// or ssh://")]
     UnsupportedScheme { url: String, scheme: String },
+    #[error(
+        "source `{0}` has a password in its URL, where process lists, logs and status would \
+         show it; remove it from the URL, put the password or access token alone in a file \
+         readable only by rampart's user, and give that file with --git-token-file (the user \
+         name may stay in the URL, or go in --git-username)"
+    )]
+    PasswordInUrl(String),
+    #[error("source `{url}`: {reason}")]
+    Credentials { url: String, reason: String },
     #[error("cannot create the state directory {path}")]
     StateDir {
         path: PathBuf,
@@ -297,6 +315,8 @@ pub fn redact_url(url: &str) -> String {
             &userinfo[..colon],
             &rest[at..]
         ),
+        // An SSH user name is no secret (`ssh://git@host/...`).
+        None if url[..scheme_end].to_ascii_lowercase().contains("ssh") => url.to_string(),
         // A lone user name may be a token (`https://TOKEN@host/...`).
         None => format!("{}***{}", &url[..scheme_end + 3], &rest[at..]),
     }
@@ -356,6 +376,25 @@ impl GitSync {
             return Err(SyncError::BadBranch(opts.branch.clone()));
         }
         let remote = parse_source(source)?;
+        if credentials::url_has_password(source.trim()) {
+            return Err(SyncError::PasswordInUrl(redact_url(source.trim())));
+        }
+        if let Remote::Url(u) = &remote {
+            let shown = redact_url(u);
+            opts.credentials
+                .check()
+                .map_err(|reason| SyncError::Credentials {
+                    url: shown.clone(),
+                    reason,
+                })?;
+            let lower = u.to_ascii_lowercase();
+            if opts.credentials.token.is_some() && lower.starts_with("http://") {
+                tracing::warn!(
+                    source = %shown,
+                    "the git token is sent unencrypted over http://; use https://"
+                );
+            }
+        }
         let url = match &remote {
             Remote::Local(p) => p.to_string_lossy().into_owned(),
             Remote::Url(u) => u.clone(),
@@ -531,6 +570,7 @@ impl GitSync {
                 mirror: self.mirror.clone(),
                 branch: self.opts.branch.clone(),
                 max_bytes: self.opts.limits.max_fetch_bytes,
+                credentials: self.opts.credentials.clone(),
                 cancel: cancel.clone(),
             };
             let spawned = std::thread::Builder::new()
@@ -611,6 +651,7 @@ struct FetchJob {
     mirror: PathBuf,
     branch: String,
     max_bytes: u64,
+    credentials: GitCredentials,
     cancel: Arc<AtomicBool>,
 }
 
@@ -626,6 +667,8 @@ impl FetchJob {
 
         let aborted: Arc<Mutex<Option<String>>> = Arc::default();
         let mut callbacks = RemoteCallbacks::new();
+        let auth_failure =
+            credentials::install(&mut callbacks, &self.credentials, &self.url, &self.source);
         {
             let cancel = self.cancel.clone();
             let aborted = aborted.clone();
@@ -660,9 +703,18 @@ impl FetchJob {
             if let Some(why) = aborted.lock().unwrap().take() {
                 return Err(format!("fetch from {}: {why}", self.source));
             }
+            if let Some(why) = auth_failure.lock().unwrap().take() {
+                return Err(format!("fetch from {} failed: {why}", self.source));
+            }
             let mut msg = format!("fetch from {} failed: {}", self.source, e.message());
             if e.code() == ErrorCode::Auth {
                 msg.push_str(" (authentication failed; check the credentials)");
+            } else if e.code() == ErrorCode::Certificate || e.class() == git2::ErrorClass::Ssl {
+                msg.push_str(
+                    " (TLS: the server's certificate must be signed by a CA the system trusts \
+                     and name the host; for a private CA, point SSL_CERT_FILE at a bundle \
+                     that includes it)",
+                );
             }
             return Err(msg);
         }
@@ -1049,6 +1101,7 @@ mod tests {
             "https://git.example.com/a@b"
         );
         assert_eq!(redact_url("/srv/git/cluster"), "/srv/git/cluster");
+        assert_eq!(redact_url("ssh://git@h/o/r.git"), "ssh://git@h/o/r.git");
     }
 
     #[test]
