@@ -312,6 +312,12 @@ impl Source {
                 "timeout: 20s",
                 "timeout: 3s",
             );
+            // A device may not take longer than the cluster waits for it.
+            s.edit(
+                &format!("manifests/fencing/{n}-ipmi.yaml"),
+                "timeout: 30s",
+                "timeout: 5s",
+            );
         }
         s
     }
@@ -1516,4 +1522,103 @@ async fn late_agent_joins_without_being_fenced() {
     assert!(!out.contains("fence alpha"), "{out}");
     let out = f.daemon("agent alpha").output();
     assert!(!out.contains("power-off"), "{out}");
+}
+
+/// DRBD's fence-peer handler on the Primary of `files` asks the cluster to fence its peer:
+/// the controller fences it (the simulated power-off stops that node's agent), the handler
+/// exits 7 ("peer fenced"), and the work stays where it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drbd_fence_peer_handler_gets_the_peer_fenced() {
+    let (mut f, p) = converged_cluster("fencepeer", 1).await;
+    let primary = p["files"].clone();
+    let peer = other(&primary).to_string();
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .arg("drbd-fence-peer")
+        .arg("--timeout")
+        .arg("20s")
+        .env_clear()
+        .env("RAMPART_STORE", &f.url)
+        .env("DRBD_RESOURCE", "files")
+        .env("DRBD_MY_NODE_ID", "0")
+        .env("DRBD_PEER_NODE_ID", "1")
+        .env("DRBD_NODE_ID_0", &primary)
+        .env("DRBD_NODE_ID_1", &peer)
+        .output()
+        .expect("run rampart drbd-fence-peer");
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("[fence-peer] handler answered in {took:.2?}:\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "exit 7 = peer fenced\n{stderr}\n{}",
+        f.logs()
+    );
+    assert!(stderr.contains(&format!("{peer} is fenced")), "{stderr}");
+    let log = f.daemon("controller c1").output();
+    assert!(
+        log.contains(&format!(
+            "fence {peer} (asked by {primary} for DRBD resource files)"
+        )),
+        "{log}"
+    );
+    // The simulated fence device really powered the peer off.
+    let mut raw = f.etcd.raw_client().await;
+    let key = format!("rampart-runtime/fencepeer/sim/power-off/{peer}");
+    let r = raw.get(key.as_str(), None).await.unwrap();
+    assert_eq!(r.kvs().len(), 1, "no simulated power-off at {key}");
+    // The Primary keeps its work: nothing moved towards the fenced node.
+    let (s, _) = f
+        .wait("the peer seen lost", Duration::from_secs(15), |s| {
+            lease(s, &peer).starts_with("LOST")
+        })
+        .await;
+    assert!(runs_on(&s, "files", &primary), "files left {primary}");
+    // A second handler call for the same incident is answered by the same fence.
+    let again = Command::new(BIN)
+        .args(["drbd-fence-peer", "--timeout", "20s"])
+        .env_clear()
+        .env("RAMPART_STORE", &f.url)
+        .env("DRBD_RESOURCE", "files")
+        .env("DRBD_PEER_NODE_ID", "1")
+        .env("DRBD_NODE_ID_0", &primary)
+        .env("DRBD_NODE_ID_1", &peer)
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+/// The handler without a store to ask keeps I/O frozen (exit 1) and says why.
+#[test]
+fn drbd_fence_peer_without_a_store_keeps_io_frozen() {
+    let out = Command::new(BIN)
+        .args([
+            "drbd-fence-peer",
+            "--store",
+            "etcd://127.0.0.1:1/x",
+            "--timeout",
+            "1s",
+        ])
+        .env_clear()
+        .env("DRBD_RESOURCE", "files")
+        .env("DRBD_PEER_NODE_ID", "1")
+        .env("DRBD_NODE_ID_1", "beta")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("I/O stays frozen"), "{stderr}");
+    let no_env = Command::new(BIN)
+        .args(["drbd-fence-peer", "--store", "etcd://127.0.0.1:1/x"])
+        .env_clear()
+        .output()
+        .unwrap();
+    assert_eq!(no_env.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&no_env.stderr).contains("DRBD_RESOURCE"));
 }

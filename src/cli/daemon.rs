@@ -1,7 +1,7 @@
 //! `rampart agent` and `rampart controller`: the long-running processes.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,8 +13,10 @@ use crate::agent::local::LocalResources;
 use crate::agent::runtime::{self as agent, AgentOptions, AgentStats, Event};
 use crate::api::{self, metric, status, Served};
 use crate::controller::{self, ControllerOptions, ControllerStats};
+use crate::drivers::fence::RealFencer;
 use crate::drivers::sim::{SimHost, SimShared};
 use crate::drivers::store_sim::{power_off_key, StoreSimFencer};
+use crate::drivers::Drivers;
 use crate::model::Desired;
 use crate::simulator::{SimNode, SimWorld};
 use crate::source::sync::{self as gitsync, AppliedRevision, GitSync, SyncOptions};
@@ -95,6 +97,113 @@ pub struct AgentArgs {
     /// Wait this long for the controller to publish the cluster's settings.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub wait_for_controller: Duration,
+    /// With `--drivers real`: simulate this part of the host instead (repeatable). For hosts
+    /// without it, such as test machines without the DRBD kernel module.
+    #[arg(long, value_enum, value_name = "PART")]
+    pub simulate: Vec<HostPart>,
+    /// The libvirt connection of this node's hypervisor.
+    #[arg(long, value_name = "URI", default_value = "qemu:///system")]
+    pub libvirt_uri: String,
+    /// Where DRBD resource files are written.
+    #[arg(long, value_name = "DIR", default_value = crate::render::drbd::RES_DIR)]
+    pub drbd_res_dir: PathBuf,
+    /// With real drivers: do not feed the watchdog the Node manifest names.
+    #[arg(long)]
+    pub no_watchdog: bool,
+}
+
+/// A part of a host that `--simulate` can stand in for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HostPart {
+    Drbd,
+    Vms,
+    Addresses,
+}
+
+/// The drivers an agent runs with: real ones, with `--simulate`d parts from a simulated host.
+async fn host_drivers(args: &AgentArgs, shared: &SimShared) -> Result<(Drivers, String), String> {
+    let sim = SimHost::drivers(shared, &args.node);
+    if args.drivers == DriverKind::Sim {
+        return Ok((sim, "SIMULATED host".into()));
+    }
+    let config = sim.config.clone();
+    let changed = sim.changed.clone();
+    let simulated = |p: HostPart| args.simulate.contains(&p);
+    let mut parts = Vec::new();
+    let drbd: Arc<dyn crate::drivers::Drbd> = if simulated(HostPart::Drbd) {
+        parts.push("DRBD SIMULATED".to_string());
+        sim.drbd.clone()
+    } else {
+        use crate::drivers::drbd::{
+            ConfigFile, DrbdAdm, DrbdAdmOptions, Events2Observer, Events2Options,
+        };
+        let mut opts = DrbdAdmOptions {
+            res_dir: args.drbd_res_dir.clone(),
+            ..Default::default()
+        };
+        if args.drbd_res_dir != Path::new(crate::render::drbd::RES_DIR) {
+            opts.config = ConfigFile::Generated(args.drbd_res_dir.join("rampart-drbd.conf"));
+        }
+        // DRBD state changes wake the agent at once.
+        let observer = Arc::new(Events2Observer::spawn(Events2Options::default()));
+        let mut rx = observer.subscribe();
+        let ch = changed.clone();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                ch.notify_one();
+            }
+        });
+        parts.push(format!(
+            "DRBD via drbd-utils ({})",
+            args.drbd_res_dir.display()
+        ));
+        Arc::new(DrbdAdm::new(opts, config.clone()).with_observer(observer))
+    };
+    let vms: Arc<dyn crate::drivers::Vms> = if simulated(HostPart::Vms) {
+        parts.push("VMs SIMULATED".to_string());
+        sim.vms.clone()
+    } else {
+        #[cfg(feature = "libvirt")]
+        {
+            use crate::drivers::libvirt::{LibvirtOptions, LibvirtVms};
+            let v =
+                LibvirtVms::connect(LibvirtOptions::with_uri(&args.libvirt_uri), config.clone())
+                    .await
+                    .map_err(|e| {
+                        format!("cannot connect to libvirt at {}: {e}", args.libvirt_uri)
+                    })?;
+            let mut rx = v.events();
+            let ch = changed.clone();
+            tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    ch.notify_one();
+                }
+            });
+            parts.push(format!("VMs via libvirt ({})", args.libvirt_uri));
+            Arc::new(v)
+        }
+        #[cfg(not(feature = "libvirt"))]
+        {
+            return Err("this rampart was built without the libvirt driver: build it with `--features production` (or `libvirt`), or run with `--simulate vms`".into());
+        }
+    };
+    let addresses: Arc<dyn crate::drivers::Addresses> = if simulated(HostPart::Addresses) {
+        parts.push("addresses SIMULATED".to_string());
+        sim.addresses.clone()
+    } else {
+        parts.push("addresses via netlink".to_string());
+        Arc::new(crate::drivers::net::NetlinkAddresses::new(config.clone()))
+    };
+    Ok((
+        Drivers {
+            drbd,
+            vms,
+            addresses,
+            config,
+            changed,
+        },
+        parts.join(", "),
+    ))
 }
 
 struct AgentServed(Arc<Mutex<AgentStats>>);
@@ -182,8 +291,8 @@ fn empty_desired() -> Desired {
 
 pub fn agent(args: AgentArgs) -> u8 {
     init_logging();
-    if args.drivers == DriverKind::Real {
-        eprintln!("rampart agent: the real host drivers (DRBD, libvirt, netlink) are not built yet (issue #5); use --drivers sim");
+    if args.drivers == DriverKind::Sim && !args.simulate.is_empty() {
+        eprintln!("rampart agent: --simulate picks parts to simulate among real drivers; with --drivers sim everything is simulated already");
         return EXIT_ERROR;
     }
     let cs = match connect(&args.store.store) {
@@ -241,10 +350,17 @@ pub fn agent(args: AgentArgs) -> u8 {
             renew_interval,
             tick: (renew_interval / 4).max(Duration::from_millis(20)),
             poll: renew_interval,
-            watchdog: false,
+            watchdog: args.drivers == DriverKind::Real && !args.no_watchdog,
         };
-        println!("agent {} started (SIMULATED host), lease TTL {lease_ttl:?}", args.node);
-        let task = tokio::spawn(agent::run(cs.clone(), SimHost::drivers(&shared, &args.node), res, opts.clone(), unix_now, Some(tx), stats, stop_rx));
+        let (drivers, what) = match host_drivers(&args, &shared).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("rampart agent: {e}");
+                return EXIT_ERROR;
+            }
+        };
+        println!("agent {} started ({what}), lease TTL {lease_ttl:?}", args.node);
+        let task = tokio::spawn(agent::run(cs.clone(), drivers, res, opts.clone(), unix_now, Some(tx), stats, stop_rx));
         // Simulated power control: a fence request powers this simulated node off.
         loop {
             tokio::select! {
@@ -287,6 +403,23 @@ pub struct ControllerArgs {
     /// Where the controller keeps its mirror of the repository.
     #[arg(long, value_name = "DIR")]
     pub state_dir: PathBuf,
+    /// User name for an https:// or ssh:// source [default: the one in the URL, else `git`].
+    #[arg(long, value_name = "NAME")]
+    pub git_username: Option<String>,
+    /// The https:// source's password or access token, alone in a root-only file (or
+    /// RAMPART_GIT_TOKEN). Never put it in the URL.
+    #[arg(long, value_name = "FILE")]
+    pub git_token_file: Option<PathBuf>,
+    /// The ssh:// source's private (deploy) key [default: the keys of the ssh-agent].
+    #[arg(long, value_name = "FILE")]
+    pub git_ssh_key: Option<PathBuf>,
+    /// A root-only file holding the passphrase of --git-ssh-key, if it has one.
+    #[arg(long, value_name = "FILE", requires = "git_ssh_key")]
+    pub git_ssh_passphrase_file: Option<PathBuf>,
+    /// Check the ssh:// server's host key against this known_hosts file [default:
+    /// ~/.ssh/known_hosts and /etc/ssh/ssh_known_hosts]. Unknown host keys are refused.
+    #[arg(long, value_name = "FILE")]
+    pub git_known_hosts: Option<PathBuf>,
     /// Serve /healthz, /status, /metrics and the webhook here.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
@@ -387,10 +520,6 @@ impl Served for ControllerServed {
 
 pub fn controller(args: ControllerArgs) -> u8 {
     init_logging();
-    if args.fence == DriverKind::Real {
-        eprintln!("rampart controller: the real fence drivers (fence agents, Redfish) are not built yet (issue #5); use --fence sim");
-        return EXIT_ERROR;
-    }
     let cs = match connect(&args.store.store) {
         Ok(c) => c,
         Err(e) => {
@@ -419,6 +548,15 @@ pub fn controller(args: ControllerArgs) -> u8 {
         SyncOptions {
             branch: args.branch.clone(),
             path: args.path.clone(),
+            credentials: crate::source::credentials::GitCredentials {
+                username: args.git_username.clone(),
+                token: crate::source::credentials::TokenSource::file_or_env(
+                    args.git_token_file.clone(),
+                ),
+                ssh_key: args.git_ssh_key.clone(),
+                ssh_passphrase_file: args.git_ssh_passphrase_file.clone(),
+                known_hosts: args.git_known_hosts.clone(),
+            },
             ..Default::default()
         },
     ) {
@@ -517,6 +655,7 @@ pub fn controller(args: ControllerArgs) -> u8 {
                 hosts: r.hosts.clone(),
             })
         };
+        let revision_updates = revisions.clone();
         let (desired_tx, desired_rx) = watch::channel(to_revision(&first));
         tokio::spawn(async move {
             while revisions.changed().await.is_ok() {
@@ -527,10 +666,31 @@ pub fn controller(args: ControllerArgs) -> u8 {
             }
         });
         let d = first.desired.clone();
-        let fencer = Arc::new(StoreSimFencer {
-            cs: cs.clone(),
-            failing: args.sim_fence_fails.iter().cloned().collect(),
-        });
+        let fencer: Arc<dyn crate::drivers::Fencer> = match args.fence {
+            DriverKind::Sim => Arc::new(StoreSimFencer {
+                cs: cs.clone(),
+                failing: args.sim_fence_fails.iter().cloned().collect(),
+            }),
+            DriverKind::Real => {
+                // Fence agents and Redfish, with the devices of each applied revision.
+                let mut real = RealFencer::new((*first.fence_devices).clone())
+                    .with_default_timeout(d.cluster.fence_timeout);
+                if d.nodes.contains_key(&id) {
+                    real = real.with_local_node(id.clone());
+                }
+                let real = Arc::new(real);
+                let mut updates = revision_updates;
+                let r2 = real.clone();
+                tokio::spawn(async move {
+                    while updates.changed().await.is_ok() {
+                        if let Some(r) = updates.borrow_and_update().clone() {
+                            r2.set_devices((*r.fence_devices).clone());
+                        }
+                    }
+                });
+                real
+            }
+        };
         let ctl = tokio::spawn(controller::run(
             cs.clone(),
             desired_rx,

@@ -5,6 +5,7 @@ mod admin;
 mod daemon;
 mod demo;
 mod diff;
+mod drbd_handler;
 mod generate;
 mod schema;
 mod simulate;
@@ -63,6 +64,10 @@ pub enum Command {
     /// Generate a synthetic cluster repository (for benchmarks and experiments).
     #[command(hide = true)]
     Generate(generate::Args),
+    /// DRBD's fence-peer handler: have the cluster fence the lost peer; exit 7 once it is off.
+    DrbdFencePeer(drbd_handler::Args),
+    /// DRBD's unfence-peer handler: the peer is back and in sync; withdraw the fence request.
+    DrbdUnfencePeer(drbd_handler::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,6 +125,8 @@ pub fn main() -> ExitCode {
         Command::Drain(a) => admin::drain(a, true),
         Command::Undrain(a) => admin::drain(a, false),
         Command::Fence(FenceCommand::Confirm(a)) => admin::fence_confirm(a),
+        Command::DrbdFencePeer(a) => drbd_handler::fence_peer(a),
+        Command::DrbdUnfencePeer(a) => drbd_handler::unfence_peer(a),
     };
     ExitCode::from(code)
 }

@@ -114,6 +114,29 @@ fn prev_placement(view: &ClusterView) -> crate::model::Placement {
     prev
 }
 
+/// Fence `node` through every device of one level (all must confirm). Returns whether it
+/// is confirmed off, the first error, and the devices as `a+b`.
+async fn fence_level(
+    fencer: &dyn Fencer,
+    node: &str,
+    steps: &[crate::model::FenceStep],
+    timeout: Duration,
+) -> (bool, Option<String>, String) {
+    let devices = steps
+        .iter()
+        .map(|s| s.device.as_str())
+        .collect::<Vec<_>>()
+        .join("+");
+    for step in steps {
+        match tokio::time::timeout(timeout, fencer.fence_off(node, step)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return (false, Some(e.to_string()), devices),
+            Err(_) => return (false, Some(format!("{} timed out", step.device)), devices),
+        }
+    }
+    (true, None, devices)
+}
+
 /// Run the controller until `stop` turns true.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -247,7 +270,70 @@ pub async fn run(
                 emit(format!("node {n} is back"));
                 bookkeeping.push(Op::delete(cs.lost_key(n)));
                 bookkeeping.push(Op::delete(cs.fence_key(n)));
+                bookkeeping.push(Op::delete(cs.fence_request_key(n)));
             }
+        }
+        // Fence requests (DRBD's fence-peer handler): each is carried out once, levels in
+        // order, and the attempt recorded where the handler waits for it. A node fenced this
+        // way is lost once its lease runs out, and handled as any lost node from then on.
+        let mut requested_attempts: BTreeMap<String, Vec<FenceAttempt>> = BTreeMap::new();
+        for (n, req) in &view.fence_requests {
+            let Some(node) = d.nodes.get(n) else { continue };
+            let answered = view
+                .fence
+                .get(n)
+                .is_some_and(|a| a.iter().any(|x| x.at >= req.at));
+            // Only a live member of the cluster may ask; a node already without a lease is
+            // the planner's to fence (its attempt answers the request too).
+            if answered
+                || !view.leases.contains_key(&req.by)
+                || req.by == *n
+                || !view.leases.contains_key(n)
+            {
+                continue;
+            }
+            let mut attempts = view.fence.get(n).cloned().unwrap_or_default();
+            for (i, steps) in node.fencing.iter().enumerate() {
+                let (ok, error, devices) =
+                    fence_level(fencer.as_ref(), n, steps, opts.fence_timeout).await;
+                emit(format!(
+                    "fence {n} (asked by {} for DRBD resource {}) level {} via {devices}: {}",
+                    req.by,
+                    req.resource,
+                    i + 1,
+                    if ok {
+                        "confirmed off".to_string()
+                    } else {
+                        format!("FAILED ({})", error.clone().unwrap_or_default())
+                    }
+                ));
+                attempts.push(FenceAttempt {
+                    level: i + 1,
+                    device: devices,
+                    at: now.max(req.at),
+                    ok,
+                    error,
+                });
+                if ok {
+                    break;
+                }
+            }
+            if node.fencing.is_empty() {
+                attempts.push(FenceAttempt {
+                    level: 0,
+                    device: "none".into(),
+                    at: now.max(req.at),
+                    ok: false,
+                    error: Some(format!("node {n} has no fencing levels")),
+                });
+            }
+            requested_attempts.insert(n.clone(), attempts);
+        }
+        for (n, attempts) in &requested_attempts {
+            bookkeeping.push(Op::put(
+                cs.fence_key(n),
+                serde_json::to_vec(attempts).unwrap(),
+            ));
         }
         let prev = prev_placement(&view);
         let plan = planner::plan(&d, &observed, &prev, now);
@@ -256,31 +342,8 @@ pub async fn run(
         let mut fenced_any = false;
         let mut fence_ok = 0u64;
         for req in &plan.fence {
-            let mut ok = true;
-            let mut error = None;
-            for step in &req.devices {
-                let r = tokio::time::timeout(opts.fence_timeout, fencer.fence_off(&req.node, step))
-                    .await;
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        ok = false;
-                        error = Some(e.to_string());
-                        break;
-                    }
-                    Err(_) => {
-                        ok = false;
-                        error = Some(format!("{} timed out", step.device));
-                        break;
-                    }
-                }
-            }
-            let devices = req
-                .devices
-                .iter()
-                .map(|s| s.device.as_str())
-                .collect::<Vec<_>>()
-                .join("+");
+            let (ok, error, devices) =
+                fence_level(fencer.as_ref(), &req.node, &req.devices, opts.fence_timeout).await;
             emit(format!(
                 "fence {} level {} via {devices}: {}",
                 req.node,

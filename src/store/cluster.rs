@@ -54,8 +54,24 @@ pub struct ClusterView {
     pub source: Option<serde_json::Value>,
     /// What agents need besides their assignment (VIP addresses), as the controller published it.
     pub resources: Option<crate::agent::local::LocalResources>,
+    /// Nodes some node asked to have fenced (DRBD's fence-peer handler), by target node.
+    pub fence_requests: BTreeMap<String, FenceRequestRecord>,
     /// Keys whose values did not decode.
     pub garbage: Vec<String>,
+}
+
+/// A request to fence a node that is not (yet) lost: DRBD's `fence-peer` handler on a
+/// Primary that lost its peer asks for it through `rampart drbd-fence-peer`. The controller
+/// fences the node once per request and records the attempt in `fence/NODE`, where the
+/// handler reads the answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FenceRequestRecord {
+    /// The node that asked.
+    pub by: String,
+    /// The DRBD resource whose peer was lost.
+    pub resource: String,
+    pub at: Time,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -119,6 +135,7 @@ const VIEW_SUBTREES: &[&str] = &[
     "leader",
     "status/",
     "resources",
+    "fence-requests/",
 ];
 
 impl ClusterStore {
@@ -159,6 +176,9 @@ impl ClusterStore {
     }
     pub fn source_status_key(&self) -> Vec<u8> {
         self.key("status/source")
+    }
+    pub fn fence_request_key(&self, node: &str) -> Vec<u8> {
+        self.key(&format!("fence-requests/{node}"))
     }
     pub fn resources_key(&self) -> Vec<u8> {
         self.key("resources")
@@ -247,6 +267,12 @@ impl ClusterStore {
                 },
                 ["resources"] => match dec(&kv.value) {
                     Ok(p) => v.resources = Some(p),
+                    Err(e) => bad(key, e),
+                },
+                ["fence-requests", n] => match dec(&kv.value) {
+                    Ok(r) => {
+                        v.fence_requests.insert(n.to_string(), r);
+                    }
                     Err(e) => bad(key, e),
                 },
                 ["status", "source"] => match dec(&kv.value) {
