@@ -130,3 +130,333 @@ fn hypervisor_killed_is_fenced_and_its_work_fails_over() {
     assert!(gap < Duration::from_secs(10), "client outage {gap:?}");
     c.assert_safe();
 }
+
+/// Where the VMs are and that everything placed runs: nothing moved, nothing stopped.
+fn unchanged(s: &Value, before: &std::collections::BTreeMap<String, String>) -> bool {
+    placement(s) == *before && before.iter().all(|(vm, n)| runs_on(s, vm, n)) && vips_follow(s)
+}
+
+/// Cut the link of the hypervisor holding the www VIP: it self-demotes before its lease runs
+/// out; the majority fences it and takes over; the VIP is never on two namespaces.
+#[test]
+fn partitioned_hypervisor_self_demotes_and_is_fenced() {
+    let _g = serial();
+    let mut c = NsCluster::start("partition", Timing::test());
+    let s = c.status().expect("status");
+    let victim = host_of(&s, "www");
+    let survivor = other(&victim);
+    let mine: Vec<String> = placement(&s)
+        .into_iter()
+        .filter(|(_, n)| *n == victim)
+        .map(|(vm, _)| vm)
+        .collect();
+    let pinger = c.pinger("www", Duration::from_millis(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let t = c.cut_link(&victim);
+    // The isolated node stops everything on its own: VIPs gone, no domain running.
+    let ttl = c.timing.lease_ttl;
+    let demoted = loop {
+        let holds = VIPS.iter().any(|(v, _, _)| c.holds(&victim, v));
+        let doms = c.running_domains(&victim);
+        let running: Vec<&String> = mine.iter().filter(|vm| doms.contains(*vm)).collect();
+        if !holds && running.is_empty() {
+            break t.elapsed();
+        }
+        assert!(
+            t.elapsed() < ttl * 3,
+            "{victim} still holds a VIP ({holds}) or runs {running:?} {:?} after its link was cut\n{}",
+            t.elapsed(),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let fenced_before = !c.powered_off_by(&victim).is_empty();
+    eprintln!("[partition] {victim} cut off: self-demoted after {demoted:.2?} (lease TTL {ttl:?})");
+    assert!(
+        !fenced_before,
+        "{victim} was powered off before it demoted itself: self-demotion not observed"
+    );
+    assert!(
+        demoted < ttl,
+        "{victim} demoted itself only after {demoted:?}, its lease TTL is {ttl:?}"
+    );
+    let (s, took) = c.wait_from(
+        t,
+        "the majority fences and takes over",
+        Duration::from_secs(40),
+        |s| failed_over(s, &victim),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while outage(&pinger.replies(), t).is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let gap = outage(&pinger.stop(), t).expect("no answer from the www VIP after the takeover");
+    eprintln!("[partition] taken over by {survivor} after {took:.2?}; client outage {gap:.2?}");
+    assert_eq!(
+        c.bmc_actions(&victim),
+        ["power off"],
+        "the isolated node was fenced"
+    );
+    assert!(pinned_reported_down(&s, &victim), "{}", pretty(&s));
+    c.heal_link(&victim);
+    let report = c.stop_monitor().unwrap();
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert!(report.sweeps > 100, "the monitor barely ran: {report:?}");
+    eprintln!(
+        "[partition] S1 monitor: {} address sweeps, {} VM sweeps, 0 violations",
+        report.sweeps, report.vm_sweeps
+    );
+}
+
+/// The BMC of a dead hypervisor is dead too: fencing is impossible, nothing moves, status
+/// says why. Once the BMC answers again, the node is fenced and its work fails over.
+#[test]
+fn bmc_dead_nothing_moves_and_status_says_why() {
+    let _g = serial();
+    let mut c = NsCluster::start("bmc-dead", Timing::test());
+    let s = c.status().expect("status");
+    let victim = host_of(&s, "www");
+    let survivor = other(&victim);
+    let before = placement(&s);
+    c.kill_bmc(&victim);
+    let t = c.crash(&victim);
+    let (s, _) = c.wait_from(
+        t,
+        "the victim's lease expires",
+        Duration::from_secs(20),
+        |s| lease(s, &victim) != "alive",
+    );
+    let _ = s;
+    let victim2 = victim.clone();
+    let before2 = before.clone();
+    c.hold(
+        "nothing moves while fencing is impossible",
+        Duration::from_secs(12),
+        move |s| {
+            placement(s) == before2
+                && before2
+                    .iter()
+                    .filter(|(_, n)| **n == victim2)
+                    .all(|(vm, _)| runs_nowhere(s, vm))
+                && before2
+                    .iter()
+                    .filter(|(_, n)| **n != victim2)
+                    .all(|(vm, n)| runs_on(s, vm, n))
+        },
+    );
+    let s = c.status().expect("status");
+    let pending = strs(&s["pending"]).join("\n");
+    eprintln!("[bmc-dead] pending while {victim}'s BMC is dead:\n{pending}");
+    assert!(
+        pending.contains(&victim) && pending.to_lowercase().contains("fenc"),
+        "status does not say the work waits on fencing {victim}: {}\n{}",
+        pretty(&s),
+        c.logs()
+    );
+    assert!(c
+        .running_domains(survivor)
+        .iter()
+        .all(|d| !before.get(d).is_some_and(|n| *n == victim)));
+    assert!(!c.holds(survivor, "www") || before["www"] == survivor);
+    // The BMC comes back: the node is fenced and its work fails over.
+    c.start_bmc(&victim);
+    let (_, took) = c.wait(
+        "fenced once the BMC answers",
+        Duration::from_secs(40),
+        |s| failed_over(s, &victim),
+    );
+    eprintln!("[bmc-dead] BMC back: failed over {took:.2?} later");
+    assert_eq!(c.bmc_actions(&victim), ["power off"]);
+    c.assert_safe();
+}
+
+/// A killed hypervisor boots again: it rejoins (lease, assignment, its pinned VMs) and gets
+/// none of the work that failed over back (failback: none).
+#[test]
+fn returning_node_rejoins_and_gets_nothing_back() {
+    let _g = serial();
+    let mut c = NsCluster::start("return", Timing::test());
+    let s = c.status().expect("status");
+    let victim = host_of(&s, "www");
+    let survivor = other(&victim).to_string();
+    let t = c.crash(&victim);
+    c.wait_from(t, "work fails over", Duration::from_secs(40), |s| {
+        failed_over(s, &victim)
+    });
+    let t = Instant::now();
+    c.power_on(&victim);
+    let v = victim.clone();
+    let (_, took) = c.wait_from(t, "the node rejoins", Duration::from_secs(40), |s| {
+        acknowledged(s, &NODES) && pinned_on(&v).iter().all(|vm| runs_on(s, vm, &v))
+    });
+    eprintln!("[return] {victim} rejoined {took:.2?} after booting");
+    let v = victim.clone();
+    c.hold("nothing fails back", Duration::from_secs(6), move |s| {
+        failover_vms().iter().all(|vm| runs_on(s, vm, &survivor))
+            && pinned_on(&v).iter().all(|vm| runs_on(s, vm, &v))
+            && acknowledged(s, &NODES)
+            && vips_follow(s)
+    });
+    assert!(!c.holds(&victim, "www") && !c.holds(&victim, "files"));
+    let doms = c.running_domains(&victim);
+    assert!(
+        failover_vms().iter().all(|vm| !doms.contains(*vm)),
+        "{doms:?}"
+    );
+    c.assert_safe();
+}
+
+/// The leading controller is killed while a failover is under way: another controller
+/// finishes it.
+#[test]
+fn leading_controller_killed_mid_failover_another_finishes() {
+    let _g = serial();
+    let mut c = NsCluster::start("controller", Timing::test());
+    let s = c.status().expect("status");
+    let leader = s["leader"].as_str().expect("a leader").to_string();
+    // The victim: the hypervisor with the www VM unless the leader runs there.
+    let www = host_of(&s, "www");
+    let victim = if www != leader {
+        www
+    } else {
+        other(&www).to_string()
+    };
+    let t = c.crash(&victim);
+    c.wait_from(
+        t,
+        "the victim's lease expires",
+        Duration::from_secs(20),
+        |s| lease(s, &victim) != "alive",
+    );
+    let killed = Instant::now();
+    c.kill_controller(&leader);
+    eprintln!(
+        "[controller] {victim} crashed; leader {leader} killed {:.2?} later",
+        killed - t
+    );
+    let (s, took) = c.wait_from(
+        t,
+        "another controller finishes the failover",
+        Duration::from_secs(40),
+        |s| failed_over_keeping(s, &victim),
+    );
+    let new_leader = s["leader"].as_str().unwrap_or("").to_string();
+    eprintln!("[controller] failed over {took:.2?} after the crash, finished by {new_leader}");
+    assert_ne!(new_leader, leader);
+    assert!(!c.powered(&victim));
+    c.assert_safe();
+}
+
+/// `failed_over`, for a cluster where a node's controller was killed (its agent still runs).
+fn failed_over_keeping(s: &Value, victim: &str) -> bool {
+    failed_over(s, victim)
+}
+
+/// The witness is lost: the hypervisors keep a store majority; nothing moves.
+#[test]
+fn witness_lost_nothing_moves() {
+    let _g = serial();
+    let mut c = NsCluster::start("witness", Timing::test());
+    let s = c.status().expect("status");
+    let before = placement(&s);
+    c.crash("witness");
+    let b = before.clone();
+    c.hold(
+        "nothing moves without the witness",
+        Duration::from_secs(8),
+        move |s| unchanged(s, &b) && acknowledged(s, &HYPERVISORS),
+    );
+    assert!(c.bmc_actions("alpha").is_empty() && c.bmc_actions("beta").is_empty());
+    c.assert_safe();
+}
+
+/// The etcd leader is killed: a new one is elected within the lease; nothing moves.
+#[test]
+fn etcd_leader_killed_nothing_moves() {
+    let _g = serial();
+    let mut c = NsCluster::start("etcd-leader", Timing::test());
+    let s = c.status().expect("status");
+    let before = placement(&s);
+    let leader = c.etcd_leader().expect("an etcd leader");
+    c.kill_etcd(&leader);
+    eprintln!("[etcd-leader] killed the etcd member of {leader}");
+    let b = before.clone();
+    c.hold(
+        "nothing moves after the etcd leader is lost",
+        Duration::from_secs(8),
+        move |s| unchanged(s, &b) && acknowledged(s, &NODES),
+    );
+    c.start_etcd(&leader);
+    let b = before.clone();
+    c.hold(
+        "nothing moves when it returns",
+        Duration::from_secs(3),
+        move |s| unchanged(s, &b),
+    );
+    assert!(c.bmc_actions("alpha").is_empty() && c.bmc_actions("beta").is_empty());
+    c.assert_safe();
+}
+
+/// A valid change pushed to the git source converges (a new VM with its VIP address moves
+/// nothing else); an invalid one is refused and the cluster stays on the last good revision.
+#[test]
+fn pushed_change_converges_invalid_one_is_refused() {
+    let _g = serial();
+    let mut c = NsCluster::start("push", Timing::test());
+    let s = c.status().expect("status");
+    let before = placement(&s);
+    let head = "apiVersion: rampart.dev/v1alpha1\n";
+    c.source.write(
+        "manifests/volumes/web2.yaml",
+        &format!("{head}kind: Volume\nmetadata:\n  name: web2\nspec:\n  drbd:\n    minor: 9\n    port: 7799\n    replicas:\n      - node: alpha\n        disk: /dev/vg0/web2\n      - node: beta\n        disk: /dev/vg0/web2\n"),
+    );
+    c.source.write(
+        "manifests/vms/web2.yaml",
+        &format!("{head}kind: VirtualMachine\nmetadata:\n  name: web2\nspec:\n  cpus: 1\n  memory: 64MiB\n  volumes:\n    - volume: web2\n      target: vda\n  placement:\n    allowed: [alpha, beta]\n    preferred: [alpha]\n"),
+    );
+    let good = c.source.commit("add web2");
+    let t = Instant::now();
+    let b = before.clone();
+    let g2 = good.clone();
+    let (s, took) = c.wait_from(t, "the new VM runs", Duration::from_secs(30), move |s| {
+        s["source"]["applied"]["commit"] == g2.as_str()
+            && placed(s, "web2").is_some_and(|n| runs_on(s, "web2", &n))
+            && b.iter().all(|(vm, n)| runs_on(s, vm, n))
+            && converged_on(s, &NODES)
+    });
+    let n = placed(&s, "web2").unwrap();
+    assert!(
+        c.running_domains(&n).contains("web2"),
+        "web2 not in {n}'s libvirtd"
+    );
+    eprintln!("[push] web2 running on {n} {took:.2?} after the commit");
+    // Invalid: a VM on a volume that exists nowhere.
+    c.source.write(
+        "manifests/vms/db.yaml",
+        &format!("{head}kind: VirtualMachine\nmetadata:\n  name: db\nspec:\n  cpus: 1\n  memory: 64MiB\n  volumes:\n    - volume: nope\n      target: vda\n  placement:\n    allowed: [alpha, beta]\n"),
+    );
+    let bad = c.source.commit("add db on a missing volume");
+    let b2 = bad.clone();
+    let (s, took) = c.wait(
+        "the invalid revision is refused",
+        Duration::from_secs(30),
+        move |s| s["source"]["refused"]["commit"] == b2.as_str(),
+    );
+    eprintln!(
+        "[push] invalid revision refused {took:.2?} after the commit: {}",
+        s["source"]["refused"]["reasons"]
+    );
+    assert_eq!(s["source"]["applied"]["commit"], good.as_str());
+    assert!(s["vms"]["db"].is_null(), "{}", pretty(&s));
+    let g3 = good.clone();
+    c.hold(
+        "the cluster stays on the last good revision",
+        Duration::from_secs(3),
+        move |s| {
+            s["source"]["applied"]["commit"] == g3.as_str()
+                && s["vms"]["db"].is_null()
+                && converged_on(s, &NODES)
+        },
+    );
+    c.assert_safe();
+}

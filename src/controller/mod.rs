@@ -137,6 +137,34 @@ async fn fence_level(
     (true, None, devices)
 }
 
+/// Run `fut` (a fence call) while renewing the leader's lease every `every`. A fence call
+/// may take longer than the lease TTL (a real BMC takes seconds, a dead one the whole fence
+/// timeout); a leader that renewed only between rounds lost its lead during every such call,
+/// so the attempt was never recorded (its write was refused as a deposed leader's), the next
+/// leader tried the same level again, and status never said that fencing failed. Returns the
+/// call's result and whether every renewal succeeded (if one failed, the lead may be gone:
+/// the round's guarded write then fails, as it should).
+async fn keeping_lease<F: std::future::Future>(
+    store: &dyn crate::store::Store,
+    lease: LeaseId,
+    every: Duration,
+    fut: F,
+) -> (F::Output, bool) {
+    tokio::pin!(fut);
+    let mut renewed = true;
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await; // the first tick is immediate; the round renewed just now
+    loop {
+        tokio::select! {
+            out = &mut fut => return (out, renewed),
+            _ = ticker.tick(), if renewed => {
+                renewed = store.keep_alive(lease).await.is_ok();
+            }
+        }
+    }
+}
+
 /// Run the controller until `stop` turns true.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -231,6 +259,8 @@ pub async fn run(
             }
         }
         let rev = elected.expect("elected above");
+        // While a fence call runs, the lease is renewed as often as between rounds' thirds.
+        let renew_every = (opts.lease_ttl / 3).max(Duration::from_millis(20));
         if state_watch.is_none() {
             let prefix = cs.key("");
             let w = cs.store.watch(&prefix, None);
@@ -294,8 +324,13 @@ pub async fn run(
             }
             let mut attempts = view.fence.get(n).cloned().unwrap_or_default();
             for (i, steps) in node.fencing.iter().enumerate() {
-                let (ok, error, devices) =
-                    fence_level(fencer.as_ref(), n, steps, opts.fence_timeout).await;
+                let ((ok, error, devices), _) = keeping_lease(
+                    cs.store.as_ref(),
+                    l,
+                    renew_every,
+                    fence_level(fencer.as_ref(), n, steps, opts.fence_timeout),
+                )
+                .await;
                 emit(format!(
                     "fence {n} (asked by {} for DRBD resource {}) level {} via {devices}: {}",
                     req.by,
@@ -342,8 +377,13 @@ pub async fn run(
         let mut fenced_any = false;
         let mut fence_ok = 0u64;
         for req in &plan.fence {
-            let (ok, error, devices) =
-                fence_level(fencer.as_ref(), &req.node, &req.devices, opts.fence_timeout).await;
+            let ((ok, error, devices), _) = keeping_lease(
+                cs.store.as_ref(),
+                l,
+                renew_every,
+                fence_level(fencer.as_ref(), &req.node, &req.devices, opts.fence_timeout),
+            )
+            .await;
             emit(format!(
                 "fence {} level {} via {devices}: {}",
                 req.node,
@@ -488,6 +528,7 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::model::{Assignment, HostReport};
+    use crate::store::Store;
 
     #[test]
     fn a_lost_or_garbled_assignment_does_not_send_generations_back() {
@@ -521,5 +562,24 @@ mod tests {
             !prev.assignments.contains_key("witness"),
             "a fresh agent gets generation 1"
         );
+    }
+
+    /// A fence call that outlasts the lease TTL keeps the leader's lease alive (before, the
+    /// leader lost its lead during every slow fence, and the attempt was never recorded).
+    #[tokio::test]
+    async fn a_slow_fence_call_keeps_the_leader_lease() {
+        let store = crate::store::memory::MemoryStore::new();
+        let ttl = Duration::from_millis(300);
+        let lease = store.grant_lease(ttl).await.unwrap();
+        let slow = tokio::time::sleep(ttl * 3);
+        let ((), renewed) = keeping_lease(store.as_ref(), lease, ttl / 3, slow).await;
+        assert!(renewed);
+        assert!(
+            store.keep_alive(lease).await.is_ok(),
+            "the lease expired during the call"
+        );
+        // Without it, the same wait loses the lease.
+        tokio::time::sleep(ttl * 3).await;
+        assert!(store.keep_alive(lease).await.is_err());
     }
 }

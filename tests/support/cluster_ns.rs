@@ -597,8 +597,10 @@ impl NsCluster {
             ip_bin,
             token,
         };
-        for (i, n) in HYPERVISORS.iter().enumerate() {
+        for n in NODES {
             c.write_power_scripts(n);
+        }
+        for (i, n) in HYPERVISORS.iter().enumerate() {
             c.start_bmc_with(n, BMC_BASE_PORT + i as u16, &password);
         }
         // Boot: libvirtds, etcd on every node, then the controllers and the agents.
