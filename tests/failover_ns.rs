@@ -460,3 +460,190 @@ fn pushed_change_converges_invalid_one_is_refused() {
     );
     c.assert_safe();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The failover benchmark (run by scripts/bench-failover; ignored in the normal suite)
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn summary(name: &str, outages: &[Duration]) -> String {
+    let mut v: Vec<f64> = outages.iter().map(Duration::as_secs_f64).collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let median = if v.is_empty() {
+        f64::NAN
+    } else if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    format!(
+        "BENCH {name}: rounds={} median={median:.2}s min={:.2}s max={:.2}s all=[{}]",
+        v.len(),
+        v.first().copied().unwrap_or(f64::NAN),
+        v.last().copied().unwrap_or(f64::NAN),
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Client outage on the www VIP over repeated kills of the hypervisor holding it (each
+/// round: crash, fenced via IPMI, failed over; the victim boots again and rejoins).
+fn rampart_outages(name: &str, timing: Timing, rounds: usize) -> Vec<Duration> {
+    let _g = serial();
+    let within = timing.lease_ttl * 3 + Duration::from_secs(30);
+    let mut c = NsCluster::start(name, timing);
+    let mut out = Vec::new();
+    for round in 1..=rounds {
+        let s = c.status().expect("status");
+        let victim = host_of(&s, "www");
+        let pinger = c.pinger("www", Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !pinger.replies().is_empty(),
+            "no answer from the VIP before round {round}"
+        );
+        let t = c.crash(&victim);
+        c.wait_from(t, "failover", within, |s| failed_over(s, &victim));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while outage(&pinger.replies(), t).is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let gap = outage(&pinger.stop(), t).expect("no answer after the failover");
+        eprintln!("[{name}] round {round}: {victim} killed, client outage {gap:.2?}");
+        out.push(gap);
+        c.power_on(&victim);
+        c.wait("the victim rejoins", within, |s| {
+            placement(s).len() == VMS.len() && converged_on(s, &NODES)
+        });
+    }
+    c.assert_safe();
+    out
+}
+
+/// keepalived (VRRP, advert_int 1) moving a VIP between two namespaces of the same layout
+/// when its master is killed the same way (processes killed, link down, addresses gone).
+fn keepalived_outages(rounds: usize) -> Vec<Duration> {
+    let _g = serial();
+    let bin = require("keepalived", "keepalived");
+    let dir = tempfile::tempdir().unwrap();
+    let mut lan = netns::Lan::new();
+    let hosts = [lan.add_host("alpha"), lan.add_host("beta")];
+    let client = lan.add_host("client");
+    let vip = lan.free_address(100);
+    let cidr = format!("{vip}/24");
+    let start = |lan: &netns::Lan, i: usize, n: u32| -> Proc {
+        let h = &hosts[i];
+        let conf = dir.path().join(format!("{}.conf", h.name));
+        std::fs::write(
+            &conf,
+            format!(
+                "global_defs {{\n  router_id {}\n}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  nopreempt\n  interface eth0\n  virtual_router_id 51\n  priority {}\n  advert_int 1\n  virtual_ipaddress {{\n    {cidr} dev eth0\n  }}\n}}\n",
+                h.name,
+                100 - 10 * i
+            ),
+        )
+        .unwrap();
+        let _ = lan;
+        let d = dir.path().display();
+        let args: Vec<String> = [
+            "-n",
+            "-l",
+            "-D",
+            "-P",
+            "-f",
+            &conf.display().to_string(),
+            "-p",
+            &format!("{d}/{}-{n}.pid", h.name),
+            "-r",
+            &format!("{d}/{}-{n}-vrrp.pid", h.name),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        Proc::start(
+            &h.netns,
+            &format!("keepalived {}", h.name),
+            dir.path().join(format!("{}-{n}.log", h.name)),
+            &bin.display().to_string(),
+            &args,
+        )
+    };
+    let mut procs: Vec<Option<Proc>> = vec![Some(start(&lan, 0, 0)), Some(start(&lan, 1, 0))];
+    let holder = |lan: &netns::Lan| -> Vec<usize> {
+        (0..2)
+            .filter(|i| lan.has_address(&hosts[*i].netns, "eth0", &cidr))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for round in 1..=rounds {
+        let t0 = Instant::now();
+        let master = loop {
+            let h = holder(&lan);
+            assert!(h.len() <= 1, "keepalived: the VIP on both namespaces");
+            if h.len() == 1 {
+                break h[0];
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "keepalived elected no master"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let pinger = netns::Pinger::start(&client.netns, vip, Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            !pinger.replies().is_empty(),
+            "keepalived VIP does not answer"
+        );
+        // The master dies: keepalived killed, its link down, its addresses gone.
+        let t = Instant::now();
+        procs[master].take().unwrap().kill();
+        let ns = hosts[master].netns.clone();
+        lan.ip_in(&ns, &["link", "set", "eth0", "down"]);
+        lan.ip_in(&ns, &["addr", "flush", "dev", "eth0"]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while outage(&pinger.replies(), t).is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let gap = outage(&pinger.stop(), t).expect("keepalived: no answer after the failover");
+        eprintln!(
+            "[keepalived] round {round}: master {} killed, client outage {gap:.2?}",
+            hosts[master].name
+        );
+        out.push(gap);
+        // It boots again, as a backup (nopreempt).
+        let addr = format!("{}/24", hosts[master].address);
+        lan.ip_in(&ns, &["addr", "add", &addr, "dev", "eth0"]);
+        lan.ip_in(&ns, &["link", "set", "eth0", "up"]);
+        procs[master] = Some(start(&lan, master, round as u32));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    drop(procs);
+    out
+}
+
+#[test]
+#[ignore = "the failover benchmark: run scripts/bench-failover"]
+fn failover_benchmark() {
+    let rounds: usize = env_or("RAMPART_BENCH_ROUNDS", "5")
+        .parse()
+        .expect("RAMPART_BENCH_ROUNDS");
+    let mut lines = Vec::new();
+    for profile in env_or("RAMPART_BENCH_PROFILES", "fast,default,keepalived").split(',') {
+        let outages = match profile {
+            "fast" => rampart_outages("bench-fast", Timing::fast(), rounds),
+            "test" => rampart_outages("bench-test", Timing::test(), rounds),
+            "default" => rampart_outages("bench-default", Timing::defaults(), rounds),
+            "keepalived" => keepalived_outages(rounds),
+            other => panic!("unknown profile {other}: fast, test, default or keepalived"),
+        };
+        let line = summary(profile, &outages);
+        eprintln!("{line}");
+        lines.push(line);
+    }
+    println!("{}", lines.join("\n"));
+}

@@ -120,6 +120,12 @@ fn torture() {
                             .all(|(vm, ..)| runs_on(s, vm, other(&v)))
                         && vips_follow(s)
                 });
+                // Its failover VMs may all have run on the other node already: wait for the
+                // fence too (the pinned VMs on it are reason enough to fence it).
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while c.bmc_actions(&victim).len() == before && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 assert_eq!(
                     c.bmc_actions(&victim).len(),
                     before + 1,
