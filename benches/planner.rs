@@ -38,7 +38,7 @@ fn mib(b: usize) -> f64 {
     b as f64 / (1024.0 * 1024.0)
 }
 
-use rampart::model::{Desired, FenceAttempt, Lease, Placement, Time};
+use rampart::model::{Desired, FenceAttempt, Lease, Time};
 use rampart::planner;
 use rampart::synth::{self, MemSource, Shape};
 
@@ -67,36 +67,7 @@ fn case(hypervisors: usize, vms: usize, runs: usize) {
     let load = t0.elapsed();
 
     // The steady state: plan from nothing, then let the hosts match it.
-    let empty = rampart::model::Observed {
-        nodes: d
-            .nodes
-            .keys()
-            .map(|n| {
-                (
-                    n.clone(),
-                    rampart::model::NodeObserved {
-                        lease: Lease::Alive,
-                        fence_attempts: vec![],
-                        report: Some(Default::default()),
-                    },
-                )
-            })
-            .collect(),
-        operations: Default::default(),
-    };
-    // Plan and let the hosts follow until nothing changes.
-    let mut placement = planner::plan(&d, &empty, &Placement::default(), Time(0)).placement;
-    let mut observed = synth::steady_observed(&d, &placement);
-    for round in 1.. {
-        let next = planner::plan(&d, &observed, &placement, Time(round * 1000));
-        let steady = next.is_steady(&placement);
-        placement = next.placement;
-        observed = synth::steady_observed(&d, &placement);
-        if steady {
-            break;
-        }
-        assert!(round < 10, "no steady state after 10 rounds");
-    }
+    let (placement, mut observed, _) = rampart::simulator::steady_state(&d, Time(0));
 
     // hv0000 is lost and confirmed fenced: its fail-over VMs move.
     let victim = synth::node_name(0);

@@ -98,3 +98,42 @@ fn bad_arguments_are_usage_errors() {
     let (code, out) = demo(&["no/such/dir"]);
     assert_eq!(code, 2, "{out}");
 }
+
+/// `rampart simulate` from the steady state (reached by planning alone): a failed hypervisor
+/// is fenced, its fail-over VM restarts on the survivor, the pinned ones are reported down.
+#[test]
+fn simulate_a_hypervisor_failure_from_the_steady_state() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["simulate", "manifests", "--fail", "alpha"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (start, after) = text.split_once("inject at").expect("a fault section");
+    assert!(start.starts_with("start: steady state after"), "{start}");
+    assert!(
+        start.contains("files    alpha"),
+        "files starts on alpha:\n{start}"
+    );
+    assert!(
+        after.contains("fence alpha level 1 via alpha-ipmi: confirmed off"),
+        "{after}"
+    );
+    assert!(
+        after.contains("beta: promote volume files to primary"),
+        "{after}"
+    );
+    assert!(after.contains("beta: start vm files"), "{after}");
+    assert!(
+        after.contains("ns1: down: alpha is lost and the vm may not fail over"),
+        "{after}"
+    );
+    let fin = after.split_once("final after").expect("a final table").1;
+    assert!(fin.contains("files    beta"), "files ends on beta:\n{fin}");
+}

@@ -35,7 +35,7 @@ pub struct Args {
     /// Stop after this many rounds.
     #[arg(long, default_value_t = 60)]
     pub max_steps: usize,
-    /// Also print the rounds that reach the starting steady state.
+    /// With `--observed`: also print the rounds in which the hosts settle before the faults.
     #[arg(short, long)]
     pub verbose: bool,
     #[arg(short = 'o', long, value_enum, default_value_t)]
@@ -138,6 +138,7 @@ pub fn run(args: Args) -> u8 {
         Ok(d) => d,
         Err(code) => return code,
     };
+    let mut settle_rounds = 0;
     let mut engine = match &args.observed {
         Some(f) => {
             let text = match std::fs::read_to_string(f) {
@@ -155,7 +156,11 @@ pub fn run(args: Args) -> u8 {
                 }
             }
         }
-        None => Engine::new(desired),
+        None => {
+            let (e, rounds) = Engine::steady(desired);
+            settle_rounds = rounds;
+            e
+        }
     };
     for n in args
         .fail
@@ -169,7 +174,13 @@ pub fn run(args: Args) -> u8 {
         }
     }
     let text = args.output == Output::Text;
-    let settle = engine.run_until_stable(args.max_steps);
+    // From a saved state the hosts first settle (simulated round by round); the steady
+    // state is settled by construction.
+    let settle = if args.observed.is_some() {
+        engine.run_until_stable(args.max_steps)
+    } else {
+        Vec::new()
+    };
     if text {
         if args.verbose {
             for s in &settle {
@@ -183,7 +194,11 @@ pub fn run(args: Args) -> u8 {
             } else {
                 "steady state"
             },
-            settle.len(),
+            if args.observed.is_some() {
+                settle.len()
+            } else {
+                settle_rounds
+            },
             status_table(&engine.desired, &engine.world)
         );
     }

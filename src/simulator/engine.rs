@@ -105,6 +105,30 @@ impl Engine {
         }
     }
 
+    /// Every node up, its host already running what the planner assigns it: the steady state
+    /// `simulate` starts from. Reached by planning alone (each round's hosts taken to have
+    /// done what the previous round asked), which is what the agents' convergence amounts to,
+    /// without simulating every host action on the way. Returns the rounds it took.
+    pub fn steady(desired: Desired) -> (Engine, usize) {
+        let mut e = Engine::new(desired);
+        let (placement, observed, rounds) = steady_state(&e.desired, e.now);
+        let ttl = e.desired.cluster.lease_ttl;
+        for (name, node) in e.world.nodes.iter_mut() {
+            let report = observed
+                .nodes
+                .get(name)
+                .and_then(|o| o.report.clone())
+                .unwrap_or_default();
+            node.host = report.clone();
+            node.last_report = Some(report);
+            node.held = placement.assignments.get(name).cloned().unwrap_or_default();
+            node.joined = true;
+            node.lease_expires = e.now.plus(ttl);
+        }
+        e.placement = placement;
+        (e, rounds)
+    }
+
     /// Start from a saved state: nodes whose lease is alive run with the hosts their reports
     /// describe; nodes whose lease expired are taken to be off.
     pub fn from_snapshot(desired: Desired, snap: &Snapshot) -> Engine {
@@ -447,4 +471,22 @@ mod tests {
         assert!(v.is_empty(), "{v:#?}");
         assert_eq!(e.running()["www"], vec!["alpha".to_string()]);
     }
+}
+
+/// Plan from empty hosts, each round taking the hosts to have done what the previous one
+/// asked, until the plan stops changing: the placement and the hosts of the steady state,
+/// with the rounds it took.
+pub fn steady_state(d: &Desired, now: Time) -> (Placement, Observed, usize) {
+    let mut observed = crate::synth::steady_observed(d, &Placement::default());
+    let mut placement = Placement::default();
+    for round in 1.. {
+        let next = planner::plan(d, &observed, &placement, now);
+        let steady = next.is_steady(&placement);
+        placement = next.placement;
+        observed = crate::synth::steady_observed(d, &placement);
+        if steady || round >= 50 {
+            return (placement, observed, round);
+        }
+    }
+    unreachable!()
 }

@@ -10,5 +10,5 @@
 mod engine;
 mod world;
 
-pub use engine::{Engine, NodeActions, Snapshot, Step};
+pub use engine::{steady_state, Engine, NodeActions, Snapshot, Step};
 pub use world::{status_table, SimNode, SimWorld};
