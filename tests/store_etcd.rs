@@ -715,3 +715,42 @@ async fn deposed_controller_cannot_write_across_an_etcd_leader_change() {
     })
     .await;
 }
+
+/// etcd refuses a transaction of more than 128 operations (`--max-txn-ops`); the controller's
+/// guarded writes go in batches, each under the leader guard, and stop at the first refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_writes_larger_than_etcds_transaction_limit_go_in_batches() {
+    use rampart::store::cluster::ClusterStore;
+    let cluster = EtcdCluster::start(1).await;
+    bounded(secs(60), async {
+        let store = connect(&cluster, "batches", test_options()).await;
+        // etcd itself refuses one transaction of 300 puts.
+        let big = Txn::new().and_then((0..300).map(|i| Op::put(format!("raw/{i}"), b"x".to_vec())));
+        assert!(
+            store.txn(big).await.is_err(),
+            "etcd accepted 300 operations in one transaction"
+        );
+
+        let cs = ClusterStore::new(store.clone() as Arc<dyn Store>, "c");
+        let lease = store.grant_lease(secs(30)).await.unwrap();
+        let elected = cs.campaign("me", lease).await.unwrap().expect("elected");
+        let ops: Vec<Op> = (0..300)
+            .map(|i| Op::put(cs.assignment_key(&format!("n{i:03}")), b"{}".to_vec()))
+            .collect();
+        assert!(cs.leader_txn("me", elected, &[], ops).await.unwrap());
+        let (kvs, _) = store.range(b"c/assignments/").await.unwrap();
+        assert_eq!(kvs.len(), 300, "every batch written");
+
+        // A deposed leader writes nothing, however many operations it brings.
+        let ops: Vec<Op> = (0..300)
+            .map(|i| Op::put(cs.assignment_key(&format!("m{i:03}")), b"{}".to_vec()))
+            .collect();
+        assert!(!cs
+            .leader_txn("someone-else", elected, &[], ops)
+            .await
+            .unwrap());
+        let (kvs, _) = store.range(b"c/assignments/m").await.unwrap();
+        assert!(kvs.is_empty());
+    })
+    .await;
+}
