@@ -1540,17 +1540,27 @@ pub fn converged_home(s: &Value) -> bool {
         && converged_on(s, &NODES)
 }
 
-/// Largest gap between consecutive replies received after `from` (including the gap from the
-/// last reply before `from`), i.e. the client's outage; and when the first reply after it came.
+/// The client's outage after a failure at `from`: the longest gap between consecutive replies,
+/// from the last reply received before `from` over the replies to requests sent after it.
+/// Answers still in flight at `from` (requests sent before it) do not end the outage. `None`
+/// until a request sent after `from` is answered.
 pub fn outage(replies: &[crate::netns::Reply], from: Instant) -> Option<Duration> {
-    let mut rs: Vec<Instant> = replies.iter().map(|r| r.received).collect();
-    rs.sort();
-    let before = rs.iter().rev().find(|t| **t <= from).copied()?;
+    let before = replies
+        .iter()
+        .map(|r| r.received)
+        .filter(|t| *t <= from)
+        .max()?;
+    let mut after: Vec<Instant> = replies
+        .iter()
+        .filter(|r| r.sent > from)
+        .map(|r| r.received)
+        .collect();
+    after.sort();
     let mut prev = before;
     let mut worst = Duration::ZERO;
-    for t in rs.iter().filter(|t| **t > from) {
-        worst = worst.max(*t - prev);
-        prev = *t;
+    for t in &after {
+        worst = worst.max(t.saturating_duration_since(prev));
+        prev = prev.max(*t);
     }
-    (prev > before).then_some(worst)
+    (!after.is_empty()).then_some(worst)
 }
