@@ -694,7 +694,10 @@ impl<'a> Validator<'a> {
                     );
                 } else if !a.name.starts_with("fence_")
                     || a.name.len() == "fence_".len()
-                    || !a.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    || !a
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 {
                     self.push(
                         Diagnostic::error("fence-agent", o.at("spec.agent.name"), format!("`{}` is not a standard fence agent name", a.name))
