@@ -252,7 +252,7 @@ mod tests {
             desired.nodes.keys().collect::<Vec<_>>()
         );
         for (node, h) in &hosts {
-            for (vm, _) in &h.vms {
+            for vm in h.vms.keys() {
                 assert!(desired.vms[vm].candidates.contains(node), "{vm} on {node}");
             }
             for (vol, c) in &h.volumes {

@@ -439,6 +439,24 @@ impl Engine {
     }
 }
 
+/// Plan from empty hosts, each round taking the hosts to have done what the previous one
+/// asked, until the plan stops changing: the placement and the hosts of the steady state,
+/// with the rounds it took.
+pub fn steady_state(d: &Desired, now: Time) -> (Placement, Observed, usize) {
+    let mut observed = crate::synth::steady_observed(d, &Placement::default());
+    let mut placement = Placement::default();
+    for round in 1.. {
+        let next = planner::plan(d, &observed, &placement, now);
+        let steady = next.is_steady(&placement);
+        placement = next.placement;
+        observed = crate::synth::steady_observed(d, &placement);
+        if steady || round >= 50 {
+            return (placement, observed, round);
+        }
+    }
+    unreachable!()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,22 +489,4 @@ mod tests {
         assert!(v.is_empty(), "{v:#?}");
         assert_eq!(e.running()["www"], vec!["alpha".to_string()]);
     }
-}
-
-/// Plan from empty hosts, each round taking the hosts to have done what the previous one
-/// asked, until the plan stops changing: the placement and the hosts of the steady state,
-/// with the rounds it took.
-pub fn steady_state(d: &Desired, now: Time) -> (Placement, Observed, usize) {
-    let mut observed = crate::synth::steady_observed(d, &Placement::default());
-    let mut placement = Placement::default();
-    for round in 1.. {
-        let next = planner::plan(d, &observed, &placement, now);
-        let steady = next.is_steady(&placement);
-        placement = next.placement;
-        observed = crate::synth::steady_observed(d, &placement);
-        if steady || round >= 50 {
-            return (placement, observed, round);
-        }
-    }
-    unreachable!()
 }
