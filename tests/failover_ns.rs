@@ -516,6 +516,9 @@ fn rampart_outages(name: &str, timing: Timing, rounds: usize) -> Vec<Duration> {
             !pinger.replies().is_empty(),
             "no answer from the VIP before round {round}"
         );
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let t = c.crash(&victim);
         c.wait_from(t, "failover", within, |s| failed_over(s, &victim));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -523,7 +526,10 @@ fn rampart_outages(name: &str, timing: Timing, rounds: usize) -> Vec<Duration> {
             std::thread::sleep(Duration::from_millis(20));
         }
         let gap = outage(&pinger.stop(), t).expect("no answer after the failover");
-        eprintln!("[{name}] round {round}: {victim} killed, client outage {gap:.2?}");
+        eprintln!(
+            "[{name}] round {round}: {victim} killed at unix {:.3}, client outage {gap:.2?}",
+            wall.as_secs_f64()
+        );
         out.push(gap);
         c.power_on(&victim);
         c.wait("the victim rejoins", within, |s| {
@@ -531,6 +537,15 @@ fn rampart_outages(name: &str, timing: Timing, rounds: usize) -> Vec<Duration> {
         });
     }
     c.assert_safe();
+    // For a breakdown of the outage: keep the daemons' logs (run with RUST_LOG=rampart=info
+    // for time stamps).
+    if let Ok(keep) = std::env::var("RAMPART_BENCH_KEEP_LOGS") {
+        let _ = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(c.dir.path())
+            .arg(&keep)
+            .status();
+    }
     out
 }
 

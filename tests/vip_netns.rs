@@ -42,7 +42,7 @@ fn driver(host: &Host, config: &ConfigHandle) -> NetlinkAddresses {
     NetlinkAddresses::in_netns(
         config.clone(),
         NetOptions {
-            probe_wait: Duration::from_millis(150),
+            probe_wait: Duration::from_millis(60),
             timeout: Duration::from_secs(5),
         },
         &host.netns,
@@ -180,7 +180,7 @@ async fn move_between_hosts_within_100ms_of_the_add() {
         .max()
         .unwrap();
     eprintln!(
-        "VIP move: remove took {:.1} ms, add took {:.1} ms (probe 150 ms, 3 GARP rounds 20 ms apart); \
+        "VIP move: remove took {:.1} ms, add took {:.1} ms (probe 60 ms, then the first of 3 GARP rounds 20 ms apart); \
          first reply from B {after_add_ms:+.1} ms relative to add returning; \
          client outage {:.1} ms; longest gap between replies {:.1} ms",
         (t_removed - t_remove).as_secs_f64() * 1e3,

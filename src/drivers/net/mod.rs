@@ -23,7 +23,8 @@
 //!   through the VIP's gateway if it has one, and sends `arp_count` rounds of gratuitous ARP
 //!   (a broadcast announcement request and a broadcast gratuitous reply, sender = target = VIP)
 //!   `arp_interval_ms` apart; the first round leaves right after the address is added, and
-//!   `add` returns after the last one (`arp_count: 0` announces nothing).
+//!   `add` returns after the first round; the rest follow in the background and stop when the
+//!   address is removed (`arp_count: 0` announces nothing).
 //!   A moving VIP is down for the remove, the probe wait and the add: with the default 150 ms
 //!   wait the tests measure a client outage of ~170 ms, and the client reaches the new holder
 //!   before its `add` returns.
@@ -73,7 +74,10 @@ use rtnl::{describe, errno, Link, Rtnl};
 /// Tuning of [`NetlinkAddresses`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetOptions {
-    /// How long the duplicate-address check listens for an answer to its ARP probe.
+    /// How long the duplicate-address check listens for an answer to its ARP probe. A host on
+    /// the same LAN answers within a millisecond or two; the wait is part of every failover's
+    /// outage, so it is kept short (RFC 5227's one to two seconds are meant for hosts
+    /// configuring themselves at boot, not for a takeover that is already late).
     pub probe_wait: Duration,
     /// The time limit of one operation (for `add`, on top of the probe wait and the time the
     /// gratuitous ARPs take).
@@ -83,7 +87,7 @@ pub struct NetOptions {
 impl Default for NetOptions {
     fn default() -> Self {
         NetOptions {
-            probe_wait: Duration::from_millis(150),
+            probe_wait: Duration::from_millis(60),
             timeout: Duration::from_secs(5),
         }
     }
@@ -103,6 +107,9 @@ struct Inner {
     /// Addresses this driver added and has not removed since, with the configuration they
     /// were added with.
     held: Arc<Mutex<BTreeMap<String, VipConfig>>>,
+    /// Gratuitous ARPs still to be sent after an `add` returned, by address: stopped when the
+    /// address is removed (announcing an address given up would pull traffic back here).
+    announcing: Arc<Mutex<BTreeMap<String, tokio::task::AbortHandle>>>,
 }
 
 impl NetlinkAddresses {
@@ -117,6 +124,7 @@ impl NetlinkAddresses {
                 config,
                 options,
                 held: Default::default(),
+                announcing: Default::default(),
             },
             netns: None,
         }
@@ -286,10 +294,7 @@ impl Inner {
         let step = format!("add address {address}");
         let step = step.as_str();
         let t = self.find(step, address)?;
-        let interval = Duration::from_millis(t.vip.arp_interval_ms);
-        let timeout = self.options.timeout
-            + self.options.probe_wait
-            + interval * t.vip.arp_count.saturating_sub(1);
+        let timeout = self.options.timeout + self.options.probe_wait;
         tokio::time::timeout(timeout, self.add_now(step, &t))
             .await
             .map_err(|_| retry(step, format!("timed out after {timeout:?}")))?
@@ -415,16 +420,32 @@ impl Inner {
             }
         }
 
-        if let Some((sock, mac, v4)) = &arp {
-            packet::announce(
-                sock,
-                *mac,
-                *v4,
-                vip.arp_count,
-                Duration::from_millis(vip.arp_interval_ms),
-            )
-            .await
-            .map_err(|e| retry(step, format!("gratuitous ARP on {iface}: {e}")))?;
+        if let Some((sock, mac, v4)) = arp {
+            // The first round before returning: from then on the address answers here. The
+            // others follow in the background, so that the next action (another address, the
+            // report that ends a failover) does not wait out `count - 1` intervals.
+            let interval = Duration::from_millis(vip.arp_interval_ms);
+            packet::announce(&sock, mac, v4, vip.arp_count.min(1), interval)
+                .await
+                .map_err(|e| retry(step, format!("gratuitous ARP on {iface}: {e}")))?;
+            if vip.arp_count > 1 {
+                let rest = vip.arp_count - 1;
+                let (address, iface) = (vip.address.clone(), iface.to_string());
+                let task = tokio::spawn(async move {
+                    tokio::time::sleep(interval).await;
+                    if let Err(e) = packet::announce(&sock, mac, v4, rest, interval).await {
+                        tracing::warn!(%address, interface = %iface, error = %e, "gratuitous ARP failed");
+                    }
+                });
+                if let Some(old) = self
+                    .announcing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(vip.address.clone(), task.abort_handle())
+                {
+                    old.abort();
+                }
+            }
         }
         Ok(())
     }
@@ -433,6 +454,14 @@ impl Inner {
         let step = format!("remove address {address}");
         let step = step.as_str();
         let t = self.find(step, address)?;
+        if let Some(a) = self
+            .announcing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&t.vip.address)
+        {
+            a.abort();
+        }
         let timeout = self.options.timeout;
         tokio::time::timeout(timeout, self.remove_now(step, &t))
             .await
