@@ -22,7 +22,7 @@ use crate::drivers::config::HostConfig;
 use crate::drivers::Drivers;
 use crate::model::{Assignment, FailedAction, HostReport, Time};
 use crate::store::cluster::ClusterStore;
-use crate::store::{LeaseId, Op, StoreError, Txn, WatchStream};
+use crate::store::{next_event, LeaseId, Op, StoreError, Txn, WatchStream};
 
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
@@ -432,16 +432,6 @@ async fn keep_lease(
             *v = next;
             changed
         });
-    }
-}
-
-/// The next event of a watch, or never when there is none.
-async fn next_event(
-    w: &mut Option<WatchStream>,
-) -> Option<Result<crate::store::WatchResponse, crate::store::StoreError>> {
-    match w {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -15,18 +15,8 @@ use crate::invariants;
 use crate::model::{Desired, FenceAttempt, Lease, NodeObserved, Observed, Time};
 use crate::planner;
 use crate::store::cluster::{ClusterStore, ClusterView};
-use crate::store::{LeaseId, Op, WatchStream};
+use crate::store::{next_event, LeaseId, Op, WatchStream};
 use futures_util::FutureExt;
-
-/// The next event of a watch, or never when there is none.
-async fn next_event(
-    w: &mut Option<WatchStream>,
-) -> Option<Result<crate::store::WatchResponse, crate::store::StoreError>> {
-    match w {
-        Some(s) => s.next().await,
-        None => std::future::pending().await,
-    }
-}
 
 /// One validated revision of the manifests, as the controller applies it.
 #[derive(Debug, Clone)]

@@ -646,3 +646,12 @@ fn check_branch(ops: &[Op]) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// The next event of a watch that may not exist (yet): never resolves without one, so a
+/// `select!` branch on it simply stays idle until the watch is made.
+pub async fn next_event(w: &mut Option<WatchStream>) -> Option<Result<WatchResponse, StoreError>> {
+    match w {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
