@@ -700,3 +700,32 @@ async fn observer_restarts_a_child_that_exits() {
     assert!(seen_state > 0);
     drop(obs);
 }
+
+/// The report carries the written file as published (secret as its placeholder) so that
+/// `rampart diff --cluster` compares like with like; a file changed by hand shows with its
+/// secret hidden.
+#[tokio::test]
+async fn artifacts_show_the_written_file_without_its_secret() {
+    let f = Fixture::new();
+    let host = f.host("alpha", &["files"]);
+    let published = host.get().volumes["files"].res.clone();
+    let d = f.driver("alpha", host, true);
+    assert!(d.artifacts().await.is_empty(), "nothing written yet");
+    d.up("files").await.unwrap();
+    let a = d.artifacts().await;
+    assert_eq!(a.keys().collect::<Vec<_>>(), ["/etc/drbd.d/files.res"]);
+    assert_eq!(a["/etc/drbd.d/files.res"], published);
+    assert!(!a["/etc/drbd.d/files.res"].contains("hunter2"));
+    // Edited by hand: shown as it is, secret hidden.
+    let path = f.res_dir().join("files.res");
+    let edited = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("protocol C", "protocol A");
+    std::fs::write(&path, &edited).unwrap();
+    let a = d.artifacts().await;
+    let shown = &a["/etc/drbd.d/files.res"];
+    assert_ne!(shown, &published);
+    assert!(shown.contains("protocol A"), "{shown}");
+    assert!(shown.contains(r#"shared-secret "<redacted>";"#), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+}

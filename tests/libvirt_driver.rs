@@ -51,6 +51,7 @@ fn vm(xml: String, stop_timeout_ms: u64, live_migration: bool) -> VmConfig {
         xml,
         stop_timeout_ms,
         live_migration,
+        path: String::new(),
     }
 }
 
@@ -578,4 +579,35 @@ fn wait_gone(pid: u32) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The report carries the definition Rampart made, as it wrote it, while the domain still is
+/// that one; a domain redefined behind Rampart's back shows as libvirt holds it.
+#[tokio::test]
+async fn artifacts_show_the_definition_rampart_made() {
+    let name = unique("artifact");
+    let xml = test_xml(&name, 65536);
+    let mut v = vm(xml.clone(), 2000, false);
+    v.path = format!("/etc/libvirt/qemu/{name}.xml");
+    let cfg = ConfigHandle::new(config(&[(&name, v)]));
+    let d = driver("test:///default", &cfg).await;
+    assert!(d.artifacts().await.is_empty(), "not defined yet");
+    d.start(&name).await.unwrap();
+    let a = d.artifacts().await;
+    assert_eq!(a.get(&format!("/etc/libvirt/qemu/{name}.xml")), Some(&xml));
+    // Redefined outside Rampart (more memory, no Rampart marker): the report shows libvirt's
+    // definition instead. (An edit that keeps the marker, as `virsh edit` does, is not seen:
+    // the marker records what Rampart defined, not what the domain holds now.)
+    let c = raw("test:///default");
+    let by_hand = inactive_xml(&c, &name).replace("65536", "131072");
+    let by_hand = match (by_hand.find("<metadata>"), by_hand.find("</metadata>")) {
+        (Some(a), Some(b)) => format!("{}{}", &by_hand[..a], &by_hand[b + "</metadata>".len()..]),
+        _ => by_hand,
+    };
+    Domain::define_xml(&c, &by_hand).unwrap();
+    let a = d.artifacts().await;
+    let shown = &a[&format!("/etc/libvirt/qemu/{name}.xml")];
+    assert_ne!(shown, &xml);
+    assert!(shown.contains("131072"), "{shown}");
+    d.stop(&name).await.unwrap();
 }

@@ -320,6 +320,7 @@ pub async fn run(
                 // Report what the host has now.
                 if let Ok(mut report) = drivers.observe(st.held.generation).await {
                     report.last_error = st.last_error.clone();
+                    report.artifacts = drivers.artifacts().await;
                     stats.lock().unwrap().host = Some(report.clone());
                     if (st.rewrite_report || st.last_report.as_ref() != Some(&report))
                         && cs.put(&cs.report_key(&me), &report, None).await.is_ok()

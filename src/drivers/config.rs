@@ -73,6 +73,10 @@ pub struct VmConfig {
     /// Live migration is allowed (asked for, and every volume is shared storage).
     #[serde(default)]
     pub live_migration: bool,
+    /// Where the hypervisor keeps the definition (`/etc/libvirt/qemu/NAME.xml`), as
+    /// `rampart diff` names it.
+    #[serde(default)]
+    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,6 +172,7 @@ pub fn host_configs(
                 .map_or(default_stop, |d| d.0)
                 .as_millis() as u64,
             live_migration: vm.live_migration,
+            path: crate::diff::observed::domain_path(name, e.object.spec.hypervisor),
         };
         for n in &vm.candidates {
             if let Some(h) = hosts.get_mut(n) {

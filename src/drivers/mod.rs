@@ -53,6 +53,12 @@ pub trait Drbd: Send + Sync {
     async fn down(&self, volume: &str) -> Result<(), DriverError>;
     async fn promote(&self, volume: &str) -> Result<(), DriverError>;
     async fn demote(&self, volume: &str) -> Result<(), DriverError>;
+    /// The resource files this host has, by the path `rampart diff` shows
+    /// (`/etc/drbd.d/NAME.res`), with the shared secret as the published placeholder (or
+    /// `<redacted>`). For the report only; simulated hosts have none.
+    async fn artifacts(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
 }
 
 /// Virtual machines on this host.
@@ -64,6 +70,11 @@ pub trait Vms: Send + Sync {
     /// Graceful shutdown with a timeout, then destroy.
     async fn stop(&self, vm: &str) -> Result<(), DriverError>;
     async fn migrate(&self, vm: &str, to_node: &str) -> Result<(), DriverError>;
+    /// The domain definitions this host has, by the path `rampart diff` shows. For the report
+    /// only; simulated hosts have none.
+    async fn artifacts(&self) -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
 }
 
 /// Floating addresses on this host.
@@ -107,6 +118,13 @@ impl Drivers {
             last_error: None,
             artifacts: Default::default(),
         })
+    }
+
+    /// The rendered files the host has (for the report `rampart diff --cluster` compares).
+    pub async fn artifacts(&self) -> BTreeMap<String, String> {
+        let mut out = self.drbd.artifacts().await;
+        out.extend(self.vms.artifacts().await);
+        out
     }
 
     /// Carry out one action.

@@ -430,6 +430,31 @@ impl DrbdAdm {
 
 #[async_trait]
 impl Drbd for DrbdAdm {
+    async fn artifacts(&self) -> BTreeMap<String, String> {
+        let cfg = self.config.get();
+        let mut out = BTreeMap::new();
+        for name in self.managed() {
+            let Ok(on_disk) = std::fs::read_to_string(self.res_path(&name)) else {
+                continue;
+            };
+            // The file as published (secret as its placeholder) when that is what was
+            // written; otherwise the file itself with any shared secret hidden.
+            let published = cfg.volumes.get(&name).and_then(|vc| {
+                let filled = match &vc.secret {
+                    None => vc.res.clone(),
+                    Some(r) => {
+                        let value = r.read().ok()?;
+                        fill_secret(&vc.res, &name, r, value.expose()).ok()?
+                    }
+                };
+                (filled == on_disk).then(|| vc.res.clone())
+            });
+            let text = published.unwrap_or_else(|| hide_shared_secret(&on_disk));
+            out.insert(crate::diff::observed::res_path(&name), text);
+        }
+        out
+    }
+
     async fn status(&self) -> Result<BTreeMap<String, DrbdObserved>, DriverError> {
         let all = self.status_all().await?;
         let managed = self.managed();
@@ -718,5 +743,38 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(left, [std::ffi::OsString::from("r.res")]);
+    }
+}
+
+/// A resource file with the value of every `shared-secret` replaced by `"<redacted>"`.
+pub fn hide_shared_secret(text: &str) -> String {
+    text.lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("shared-secret") {
+                let indent = &line[..line.len() - trimmed.len()];
+                format!("{indent}shared-secret \"<redacted>\";")
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + if text.ends_with('\n') { "\n" } else { "" }
+}
+
+#[cfg(test)]
+mod artifact_tests {
+    use super::hide_shared_secret;
+
+    #[test]
+    fn shared_secrets_are_hidden_and_nothing_else_changes() {
+        let text = "resource r0 {\n  net {\n    cram-hmac-alg sha256;\n    shared-secret \"hunter2\";\n  }\n}\n";
+        let out = hide_shared_secret(text);
+        assert!(!out.contains("hunter2"), "{out}");
+        assert_eq!(
+            out,
+            "resource r0 {\n  net {\n    cram-hmac-alg sha256;\n    shared-secret \"<redacted>\";\n  }\n}\n"
+        );
     }
 }

@@ -376,6 +376,47 @@ impl Vms for LibvirtVms {
         .await
     }
 
+    async fn artifacts(&self) -> BTreeMap<String, String> {
+        // The definition Rampart made, as it wrote it, when the domain's marker says it is
+        // still that one; otherwise what libvirt holds (`dumpxml --inactive`), which `rampart
+        // diff` then shows as differing.
+        let cfg = self.config.get();
+        self.call(
+            "read domain definitions",
+            self.options.call_timeout,
+            move |c| {
+                let mut out = BTreeMap::new();
+                for (name, vc) in &cfg.vms {
+                    let Ok(Some(d)) = lookup(c, name) else {
+                        continue;
+                    };
+                    let path = if vc.path.is_empty() {
+                        format!("/etc/libvirt/qemu/{name}.xml")
+                    } else {
+                        vc.path.clone()
+                    };
+                    let flags = if d.is_persistent().unwrap_or(false) {
+                        sys::VIR_DOMAIN_AFFECT_CONFIG
+                    } else {
+                        0
+                    };
+                    let text = if marker(&d, flags).as_deref() == Some(xml_hash(&vc.xml).as_str()) {
+                        vc.xml.clone()
+                    } else {
+                        match d.get_xml_desc(sys::VIR_DOMAIN_XML_INACTIVE) {
+                            Ok(x) => x,
+                            Err(_) => continue,
+                        }
+                    };
+                    out.insert(path, text);
+                }
+                Ok(out)
+            },
+        )
+        .await
+        .unwrap_or_default()
+    }
+
     async fn start(&self, vm: &str) -> Result<(), DriverError> {
         let step = format!("start vm {vm}");
         let cfg = self.vm_config(&step, vm)?;
