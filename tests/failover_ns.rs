@@ -380,6 +380,45 @@ fn witness_lost_nothing_moves() {
     c.assert_safe();
 }
 
+/// `rampart diff --cluster` against the running cluster: the domain definitions the agents
+/// report (libvirt, real) match what the manifests render, so no VM's file shows as changed.
+/// (DRBD is simulated here: its resource files are not on any host and show as to be added.)
+#[test]
+fn diff_against_the_running_cluster_shows_no_domain_changes() {
+    let _g = serial();
+    let c = NsCluster::start("diffcl", Timing::test());
+    let out = run_with_timeout(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &c.client.netns, BIN, "diff"])
+            .arg(c.source.dir.join("manifests"))
+            .args(["--cluster", &c.url, "-o", "json"]),
+        Duration::from_secs(20),
+    )
+    .expect("rampart diff --cluster finished");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let mut resource_files = 0;
+    for n in v["nodes"].as_array().expect("nodes") {
+        for a in n["artifacts"].as_array().into_iter().flatten() {
+            let path = a["path"].as_str().unwrap_or_default();
+            // The diff does compare files: the simulated DRBD's resource files are missing.
+            resource_files += usize::from(path.starts_with("/etc/drbd.d/"));
+            assert!(
+                !path.starts_with("/etc/libvirt/"),
+                "{} would change {path}: {}",
+                n["node"],
+                a["diff"]
+            );
+        }
+    }
+    assert!(resource_files >= 2, "no file compared at all: {v}");
+}
+
 /// The etcd leader is killed: a new one is elected within the lease; nothing moves.
 #[test]
 fn etcd_leader_killed_nothing_moves() {
