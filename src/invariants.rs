@@ -54,9 +54,15 @@ fn safe(d: &Desired, o: &Observed, prev: &Placement, node: &str, now: Time) -> b
         Lease::Alive => return false,
         Lease::Expired(t) => t,
         Lease::Never => {
-            // Never held a lease, so its agent never acted on an assignment; unless it has
-            // work or a report, which only a node that once ran can have.
-            let work = prev.assignments.get(node).is_some_and(|a| !a.is_empty());
+            // Never held a lease, so its agent never acted on an assignment; unless it has a
+            // report (only a node that once ran has one) or was told to hold something only
+            // one node may hold (the same rule `ClusterView::node_observed` applies: a node
+            // that joins late gets Secondary replicas before it shows up, and holds nothing
+            // exclusive by them).
+            let work = prev
+                .assignments
+                .get(node)
+                .is_some_and(|a| a.may_hold_something());
             if !work && no.report.is_none() {
                 return true;
             }
@@ -351,6 +357,36 @@ pub fn check_hosts(d: &Desired, hosts: &BTreeMap<String, HostTruth<'_>>) -> Vec<
 
 #[cfg(test)]
 mod tests {
+    /// A node that has not joined yet was told to hold only Secondary replicas: granting the
+    /// VM on another node is no S2 breach (it happened in the demo once the controller
+    /// planned on store watches, before the late node's first lease).
+    #[test]
+    fn a_node_not_yet_joined_with_only_secondaries_holds_nothing() {
+        use crate::model::{Assignment, Lease, NodeObserved, VolumeRole};
+        let d = reference();
+        let mut o = Observed::default();
+        o.nodes.insert(
+            "beta".into(),
+            NodeObserved {
+                lease: Lease::Never,
+                fence_attempts: vec![],
+                report: None,
+            },
+        );
+        let mut prev = Placement::default();
+        let mut a = Assignment {
+            generation: 1,
+            ..Default::default()
+        };
+        a.volumes.insert("files".into(), VolumeRole::Secondary);
+        prev.assignments.insert("beta".into(), a.clone());
+        assert!(safe(&d, &o, &prev, "beta", Time(5)));
+        // Told to be Primary, it might have acted on it had it ever run: not safe.
+        a.volumes.insert("files".into(), VolumeRole::Primary);
+        prev.assignments.insert("beta".into(), a);
+        assert!(!safe(&d, &o, &prev, "beta", Time(5)));
+    }
+
     use super::*;
     use crate::model::{Assignment, NodeObserved, VmObserved, VmState};
 
