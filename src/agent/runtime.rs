@@ -5,7 +5,7 @@
 //! Safety:
 //! - S3: the lease is kept beside the work, so a slow host action or a store call retried for
 //!   its whole budget never delays a renewal. When the lease has not been renewed for longer
-//!   than `lease_ttl - renew_interval` the agent assumes it is about to run out (or has): it
+//!   than [`lease_margin`] the agent assumes it is about to run out (or has): it
 //!   cuts short whatever it was doing and stops everything on the host — addresses down, VMs
 //!   stopped, volumes Secondary — before the controller may move them. It does nothing else
 //!   until it holds a lease again and has re-read its assignment (so too after it starts).
@@ -367,7 +367,7 @@ async fn keep_lease(
     opts: &AgentOptions,
     until: watch::Sender<Option<Option<Instant>>>,
 ) {
-    let margin = opts.lease_ttl.saturating_sub(opts.renew_interval);
+    let margin = lease_margin(opts.lease_ttl, opts.renew_interval);
     let mut lease: Option<LeaseId> = None;
     let mut last_renew = Instant::now();
     let mut ticker = tokio::time::interval(opts.tick);
@@ -436,6 +436,14 @@ async fn keep_lease(
     }
 }
 
+/// How long after its last renewal a lease is still counted on: the TTL less the time kept
+/// for stopping everything before it runs out (S3), which is the renew interval but at least
+/// a third of the TTL. (With only one renew interval kept, a node cut off at TTL 2 s and
+/// renew 500 ms was seen still holding its VMs at the lease's end on a busy machine.)
+pub fn lease_margin(ttl: Duration, renew_interval: Duration) -> Duration {
+    ttl.saturating_sub(renew_interval.max(ttl / 3))
+}
+
 /// Resolves once the lease may no longer be counted on (at once if it may not now).
 async fn lease_lost(mut until: watch::Receiver<Option<Option<Instant>>>) {
     loop {
@@ -468,4 +476,20 @@ async fn run_actions(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod margin_tests {
+    use super::lease_margin;
+    use std::time::Duration;
+
+    #[test]
+    fn at_least_a_third_of_the_lease_is_kept_for_stopping_everything() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        assert_eq!(lease_margin(s(10), s(2)), s(10) - s(10) / 3);
+        assert_eq!(lease_margin(s(2), ms(500)), s(2) - s(2) / 3);
+        assert_eq!(lease_margin(s(10), s(5)), s(5));
+        assert_eq!(lease_margin(s(1), ms(250)), s(1) - s(1) / 3);
+    }
 }
