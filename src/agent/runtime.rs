@@ -68,6 +68,11 @@ struct State {
     last_report: Option<HostReport>,
     /// Write the report even if it has not changed: the lease keeper wrote one meanwhile.
     rewrite_report: bool,
+    /// The rendered files last read from the host, for the report.
+    artifacts: std::collections::BTreeMap<String, String>,
+    /// They must be read again: the agent acted or its configuration changed.
+    artifacts_due: bool,
+    passes_since_artifacts: u32,
     last_error: Option<FailedAction>,
 }
 
@@ -110,6 +115,9 @@ pub async fn run(
         retry_at: Instant::now(),
         last_report: None,
         rewrite_report: false,
+        artifacts: Default::default(),
+        artifacts_due: true,
+        passes_since_artifacts: 0,
         last_error: None,
     };
     let (lease_tx, lease_rx) = watch::channel(None);
@@ -149,7 +157,7 @@ pub async fn run(
                     if !matches!(ev, Some(Ok(_))) { config_watch = None }
                 }
                 // A driver saw the host change by itself (a VM crashed, a peer disconnected).
-                _ = drivers.changed.notified() => {}
+                _ = drivers.changed.notified() => st.artifacts_due = true,
             }
             if *stop.borrow() {
                 return;
@@ -164,33 +172,11 @@ pub async fn run(
             // Watches that broke (or were never made) are made again while the store answers;
             // never for long, so a dying store cannot hold up the work loop.
             if healthy {
-                let short = Duration::from_millis(200);
-                if assignment_watch.is_none() {
-                    let key = cs.assignment_key(&me);
-                    let w = cs.store.watch(&key, None);
-                    assignment_watch = tokio::time::timeout(short, w)
-                        .await
-                        .ok()
-                        .and_then(Result::ok);
-                }
-                if resources_watch.is_none() {
-                    let key = cs.resources_key();
-                    let w = cs.store.watch(&key, None);
-                    resources_watch = tokio::time::timeout(short, w)
-                        .await
-                        .ok()
-                        .and_then(Result::ok);
-                }
-                if config_watch.is_none() {
-                    let key = cs.host_config_key(&me);
-                    let w = cs.store.watch(&key, None);
-                    config_watch = tokio::time::timeout(short, w)
-                        .await
-                        .ok()
-                        .and_then(Result::ok);
-                    // Whatever changed while there was no watch.
-                    config_dirty = true;
-                }
+                ensure_watch(&cs, &cs.assignment_key(&me), &mut assignment_watch).await;
+                ensure_watch(&cs, &cs.resources_key(), &mut resources_watch).await;
+                // Whatever changed while there was no watch is read again.
+                config_dirty |=
+                    ensure_watch(&cs, &cs.host_config_key(&me), &mut config_watch).await;
             }
             {
                 let mut s = stats.lock().unwrap();
@@ -252,6 +238,7 @@ pub async fn run(
                         Ok(Some(c)) => {
                             if *drivers.config.get() != c {
                                 drivers.config.set(c);
+                                st.artifacts_due = true;
                             }
                             config_dirty = false;
                         }
@@ -284,6 +271,9 @@ pub async fn run(
                     st.demoted = false;
                     gate.clean.store(false, Ordering::Relaxed);
                 }
+                // The host as observed before acting, when acting changed nothing: reported as
+                // it is instead of observed a second time.
+                let mut unchanged: Option<HostReport> = None;
                 if !st.stale && Instant::now() >= st.retry_at {
                     match drivers.observe(st.held.generation).await {
                         Ok(host) => {
@@ -294,6 +284,11 @@ pub async fn run(
                                 s.reconciles += 1;
                                 s.actions += list.len() as u64;
                                 s.failed_actions += u64::from(result.is_err());
+                            }
+                            if !list.is_empty() {
+                                st.artifacts_due = true;
+                            } else if result.is_ok() {
+                                unchanged = Some(host);
                             }
                             match result {
                                 Ok(()) => {
@@ -318,9 +313,21 @@ pub async fn run(
                     }
                 }
                 // Report what the host has now.
-                if let Ok(mut report) = drivers.observe(st.held.generation).await {
+                let now = match unchanged {
+                    Some(h) => Ok(h),
+                    None => drivers.observe(st.held.generation).await,
+                };
+                if let Ok(mut report) = now {
                     report.last_error = st.last_error.clone();
-                    report.artifacts = drivers.artifacts().await;
+                    // The rendered files change when the agent acts or its configuration does,
+                    // or by hand: read again then, and every ARTIFACTS_EVERY passes.
+                    st.passes_since_artifacts += 1;
+                    if st.artifacts_due || st.passes_since_artifacts >= ARTIFACTS_EVERY {
+                        st.artifacts = drivers.artifacts().await;
+                        st.artifacts_due = false;
+                        st.passes_since_artifacts = 0;
+                    }
+                    report.artifacts = st.artifacts.clone();
                     stats.lock().unwrap().host = Some(report.clone());
                     if (st.rewrite_report || st.last_report.as_ref() != Some(&report))
                         && cs.put(&cs.report_key(&me), &report, None).await.is_ok()
@@ -434,6 +441,23 @@ async fn keep_lease(
             changed
         });
     }
+}
+
+/// Passes between two reads of the host's rendered files when nothing says they changed
+/// (an edit by hand shows in the report within this many polls).
+const ARTIFACTS_EVERY: u32 = 10;
+
+/// Make the watch on `key` if there is none, giving up after a short while (a dying store
+/// must not hold up the work loop). Whether a new watch was made.
+async fn ensure_watch(cs: &ClusterStore, key: &[u8], w: &mut Option<WatchStream>) -> bool {
+    if w.is_some() {
+        return false;
+    }
+    *w = tokio::time::timeout(Duration::from_millis(200), cs.store.watch(key, None))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    w.is_some()
 }
 
 /// How long after its last renewal a lease is still counted on: the TTL less the time kept
