@@ -9,6 +9,8 @@
 
 #[path = "support/ipmi_sim.rs"]
 mod ipmi_sim;
+#[path = "support/ports.rs"]
+mod ports;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -7,6 +7,8 @@
 
 #[path = "support/ipmi_sim.rs"]
 mod ipmi_sim;
+#[path = "support/ports.rs"]
+mod ports;
 #[path = "support/sushy.rs"]
 mod sushy;
 

@@ -17,10 +17,12 @@
 
 #[path = "support/etcd_cluster.rs"]
 mod etcd_cluster;
+#[path = "support/ports.rs"]
+mod ports;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -203,20 +205,8 @@ fn process_alive(pid: u32) -> bool {
 }
 
 /// A loopback address on a port the kernel says is free (from its high ephemeral range).
-/// A free loopback port for a daemon to listen on. The kernel may hand the same port out
-/// again as soon as the probing socket closes (it did: two agents got one port), so a port is
-/// given out at most once per test process.
 fn free_addr() -> SocketAddr {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
-        let addr = l.local_addr().unwrap();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&addr.port()) {
-            given.push(addr.port());
-            return addr;
-        }
-    }
+    SocketAddr::from(([127, 0, 0, 1], ports::free_tcp_port()))
 }
 
 // ---------------------------------------------------------------------------------------------

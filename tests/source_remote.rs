@@ -17,6 +17,8 @@ use rampart::source::sync::{
 
 #[path = "support/git_http.rs"]
 mod git_http;
+#[path = "support/ports.rs"]
+mod ports;
 #[path = "support/ssh_tls.rs"]
 mod ssh_tls;
 

@@ -45,21 +45,7 @@ pub fn require(binary: &str, package: &str) -> PathBuf {
     );
 }
 
-/// A UDP port nothing listens on now (the kernel's pick: high, and nobody's fixed port).
-pub fn free_udp_port() -> u16 {
-    // Given out at most once per test process: the kernel may pick a port again as soon as
-    // the probing socket closes, and parallel tests would then start two BMCs on one port.
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = s.local_addr().unwrap().port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
+pub use crate::ports::free_udp_port;
 
 const CHASSIS: &str = r#"#!/bin/sh
 # ipmi_sim's chassis_control: DEVICE get PARM... | DEVICE set PARM VALUE...

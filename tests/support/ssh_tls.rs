@@ -3,27 +3,12 @@
 //! in as root, and an `openssl s_server` with a self-signed certificate. Each is killed by its
 //! PID when dropped.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    // Given out at most once per test process (the kernel may pick a closed port again).
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
+use crate::ports::free_tcp_port as free_port;
 
 fn run(cmd: &mut Command, what: &str) {
     let out = cmd

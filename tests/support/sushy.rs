@@ -18,7 +18,6 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,19 +58,7 @@ pub fn emulator() -> PathBuf {
     p
 }
 
-fn free_tcp_port() -> u16 {
-    // Given out at most once per test process (the kernel may pick a closed port again).
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
+use crate::ports::free_tcp_port;
 
 fn run(dir: &Path, program: &Path, args: &[&str]) -> String {
     let out = Command::new(program)
