@@ -58,7 +58,12 @@ pub(crate) fn load_desired(path: &PathBuf) -> Result<Desired, u8> {
     }
     let report = manifest::check(&Paths::new([path.clone()]));
     match Desired::from_report(&report) {
-        Ok(d) => Ok(d),
+        Ok(d) => {
+            // Only one-shot commands load this way; the process's exit frees the parsed
+            // manifests faster than their destructors would.
+            std::mem::forget(report);
+            Ok(d)
+        }
         Err(e) => {
             for d in report.rendered() {
                 eprintln!("{}", d.to_text());
@@ -104,6 +109,9 @@ pub fn render_step(s: &Step) -> String {
             ),
         }
         .unwrap();
+    }
+    for n in &s.joined {
+        writeln!(out, "  {n}: joins (takes its first lease)").unwrap();
     }
     for a in &s.actions {
         if let Some(g) = a.took_generation {
@@ -267,6 +275,10 @@ pub fn run(args: Args) -> u8 {
             violations: violations.clone(),
         }),
     }
+    // A one-shot command: the process's exit frees these faster than their destructors
+    // would (tens of thousands of small maps for a large cluster).
+    std::mem::forget(engine);
+    std::mem::forget(steps);
     if violations.is_empty() {
         EXIT_OK
     } else {

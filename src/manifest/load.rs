@@ -90,10 +90,29 @@ pub fn load(source: &dyn Source) -> (ManifestSet, Vec<Diagnostic>) {
 /// Files parsed together before their documents are turned into typed objects.
 const PARSE_BATCH: usize = 2048;
 
-/// The documents of one file as YAML values, and the syntax error that ended it, if any.
+/// The documents of one file, each typed (or with why not), and the syntax error that ended
+/// the file, if any.
 struct ParsedFile {
-    docs: Vec<(usize, serde_yaml::Value)>,
+    docs: Vec<Typed>,
     error: Option<Diagnostic>,
+}
+
+/// A document turned into its typed object, on the parsing thread; what it found wrong.
+struct Typed {
+    origin: Origin,
+    object: Option<AnyObject>,
+    diags: Vec<Diagnostic>,
+    failed: Option<Failed>,
+}
+
+/// The typed object of a document of any kind.
+enum AnyObject {
+    Cluster(super::Cluster),
+    Node(super::Node),
+    FenceDevice(super::FenceDevice),
+    Volume(super::Volume),
+    VirtualMachine(super::VirtualMachine),
+    VirtualIP(super::VirtualIP),
 }
 
 fn parse_file(file: usize, text: &str) -> ParsedFile {
@@ -101,7 +120,7 @@ fn parse_file(file: usize, text: &str) -> ParsedFile {
     for (doc, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         match serde_yaml::Value::deserialize(de) {
             Ok(v) if v.is_null() => {} // an empty document, as between `---` lines
-            Ok(v) => docs.push((doc, v)),
+            Ok(v) => docs.push(type_document(Origin { file, doc }, v)),
             Err(e) => {
                 let mut d = yaml_error(file, text, &e);
                 // serde_yaml places a duplicate key at its mapping; point at the repeat instead,
@@ -154,8 +173,8 @@ fn parse_all(texts: &[(usize, Arc<str>)]) -> Vec<ParsedFile> {
 
 fn load_file(set: &mut ManifestSet, diags: &mut Vec<Diagnostic>, file: usize, parsed: ParsedFile) {
     let documents = parsed.docs.len();
-    for (doc, value) in parsed.docs {
-        load_document(set, diags, Origin { file, doc }, value);
+    for typed in parsed.docs {
+        add_document(set, diags, typed);
     }
     if let Some(d) = parsed.error {
         diags.push(d);
@@ -272,12 +291,48 @@ fn plain_expected(msg: &str) -> String {
     format!("{head}{plain}")
 }
 
-fn load_document(
-    set: &mut ManifestSet,
-    diags: &mut Vec<Diagnostic>,
-    origin: Origin,
-    value: serde_yaml::Value,
-) {
+/// Add a typed document to the set: names are unique per kind.
+fn add_document(set: &mut ManifestSet, diags: &mut Vec<Diagnostic>, typed: Typed) {
+    let Typed {
+        origin,
+        object,
+        diags: found,
+        failed,
+    } = typed;
+    diags.extend(found);
+    set.failed.extend(failed);
+    let Some(object) = object else {
+        return;
+    };
+    let files = &set.files;
+    match object {
+        AnyObject::Cluster(o) => set.clusters.push(Entry { object: o, origin }),
+        AnyObject::Node(o) => insert(&mut set.nodes, files, diags, origin, Kind::Node, o),
+        AnyObject::FenceDevice(o) => insert(
+            &mut set.fence_devices,
+            files,
+            diags,
+            origin,
+            Kind::FenceDevice,
+            o,
+        ),
+        AnyObject::Volume(o) => insert(&mut set.volumes, files, diags, origin, Kind::Volume, o),
+        AnyObject::VirtualMachine(o) => {
+            insert(&mut set.vms, files, diags, origin, Kind::VirtualMachine, o)
+        }
+        AnyObject::VirtualIP(o) => insert(&mut set.vips, files, diags, origin, Kind::VirtualIP, o),
+    }
+}
+
+/// Type one document (on a parsing thread: it needs nothing but the document).
+fn type_document(origin: Origin, value: serde_yaml::Value) -> Typed {
+    let mut out = Typed {
+        origin,
+        object: None,
+        diags: Vec::new(),
+        failed: None,
+    };
+    let diags = &mut out.diags;
     let Some(map) = value.as_mapping() else {
         diags.push(
             Diagnostic::error(
@@ -287,7 +342,7 @@ fn load_document(
             )
             .hint("every YAML document in the manifest tree must be a Rampart manifest"),
         );
-        return;
+        return out;
     };
     match map.get("apiVersion").map(|v| v.as_str()) {
         None => {
@@ -297,7 +352,7 @@ fn load_document(
                         "add `apiVersion: {API_VERSION}` at the top of the document"
                     )),
             );
-            return;
+            return out;
         }
         Some(Some(API_VERSION)) => {}
         Some(other) => {
@@ -313,7 +368,7 @@ fn load_document(
                     format!("this version of Rampart reads `apiVersion: {API_VERSION}`"),
                 ),
             );
-            return;
+            return out;
         }
     }
     let kind_str = match map.get("kind") {
@@ -322,7 +377,7 @@ fn load_document(
                 Diagnostic::error("missing-field", origin.at(""), "missing field `kind`")
                     .hint(format!("add `kind:` with one of {}", kind_list())),
             );
-            return;
+            return out;
         }
         Some(k) => match k.as_str() {
             Some(s) => s.to_string(),
@@ -335,7 +390,7 @@ fn load_document(
                     )
                     .hint(format!("the kinds are {}", kind_list())),
                 );
-                return;
+                return out;
             }
         },
     };
@@ -350,60 +405,20 @@ fn load_document(
             None => d.hint(format!("the kinds are {}", kind_list())),
         };
         diags.push(d);
-        return;
+        return out;
     };
-    match kind {
-        Kind::Cluster => {
-            if let Some(o) = typed(&mut set.failed, diags, origin, kind, value) {
-                set.clusters.push(Entry { object: o, origin });
-            }
+    let failed = &mut out.failed;
+    out.object = match kind {
+        Kind::Cluster => typed(failed, diags, origin, kind, value).map(AnyObject::Cluster),
+        Kind::Node => typed(failed, diags, origin, kind, value).map(AnyObject::Node),
+        Kind::FenceDevice => typed(failed, diags, origin, kind, value).map(AnyObject::FenceDevice),
+        Kind::Volume => typed(failed, diags, origin, kind, value).map(AnyObject::Volume),
+        Kind::VirtualMachine => {
+            typed(failed, diags, origin, kind, value).map(AnyObject::VirtualMachine)
         }
-        Kind::Node => insert(
-            &mut set.nodes,
-            &mut set.failed,
-            &set.files,
-            diags,
-            origin,
-            kind,
-            value,
-        ),
-        Kind::FenceDevice => insert(
-            &mut set.fence_devices,
-            &mut set.failed,
-            &set.files,
-            diags,
-            origin,
-            kind,
-            value,
-        ),
-        Kind::Volume => insert(
-            &mut set.volumes,
-            &mut set.failed,
-            &set.files,
-            diags,
-            origin,
-            kind,
-            value,
-        ),
-        Kind::VirtualMachine => insert(
-            &mut set.vms,
-            &mut set.failed,
-            &set.files,
-            diags,
-            origin,
-            kind,
-            value,
-        ),
-        Kind::VirtualIP => insert(
-            &mut set.vips,
-            &mut set.failed,
-            &set.files,
-            diags,
-            origin,
-            kind,
-            value,
-        ),
-    }
+        Kind::VirtualIP => typed(failed, diags, origin, kind, value).map(AnyObject::VirtualIP),
+    };
+    out
 }
 
 /// What a YAML value is, for messages about a value of the wrong shape.
@@ -428,18 +443,14 @@ fn kind_list() -> String {
         .join(", ")
 }
 
-fn insert<S: DeserializeOwned>(
+fn insert<S>(
     map: &mut BTreeMap<String, Entry<Object<S>>>,
-    failed: &mut Vec<Failed>,
     files: &[SourceFile],
     diags: &mut Vec<Diagnostic>,
     origin: Origin,
     kind: Kind,
-    value: serde_yaml::Value,
+    object: Object<S>,
 ) {
-    let Some(object) = typed::<S>(failed, diags, origin, kind, value) else {
-        return;
-    };
     let name = object.metadata.name.clone();
     match map.get(&name) {
         Some(first) => diags.push(
@@ -464,7 +475,7 @@ fn insert<S: DeserializeOwned>(
 /// that does not load is remembered in `failed` with its name, when it has a readable one, so
 /// that validation can leave out what follows only from its absence.
 fn typed<S: DeserializeOwned>(
-    failed: &mut Vec<Failed>,
+    failed: &mut Option<Failed>,
     diags: &mut Vec<Diagnostic>,
     origin: Origin,
     kind: Kind,
@@ -479,7 +490,7 @@ fn typed<S: DeserializeOwned>(
                 .and_then(|m| m.get("name"))
                 .and_then(|n| n.as_str())
                 .map(str::to_string);
-            failed.push(Failed {
+            *failed = Some(Failed {
                 kind,
                 name,
                 origin,

@@ -55,18 +55,26 @@ pub struct Step {
     pub plan: Plan,
     pub fence_results: Vec<(FenceRequest, bool, Option<String>)>,
     pub actions: Vec<NodeActions>,
+    /// Nodes that took a lease for the first time in this round.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub joined: Vec<String>,
     pub violations: Vec<String>,
 }
 
 impl Step {
-    /// Nothing was fenced, assigned or done.
+    /// Nothing was fenced, assigned, taken, joined or done: the next round at a later time
+    /// sees what this one saw, so it would change nothing either (unless a timer runs out,
+    /// which [`Engine::run_until_stable`] checks apart).
     pub fn is_quiet(&self, prev: &Placement) -> bool {
         self.fence_results.is_empty()
+            && self.joined.is_empty()
             && self.plan.is_steady(prev)
-            && self
-                .actions
-                .iter()
-                .all(|a| a.done.is_empty() && a.failed.is_none() && !a.self_demoted)
+            && self.actions.iter().all(|a| {
+                a.done.is_empty()
+                    && a.failed.is_none()
+                    && !a.self_demoted
+                    && a.took_generation.is_none()
+            })
     }
 }
 
@@ -231,108 +239,25 @@ impl Engine {
 
     /// One round at the current time, then time advances by the renew interval.
     pub fn step(&mut self) -> Step {
-        let d = &self.desired;
         let observed = self.observe();
         let prev = self.placement.clone();
-        let plan = planner::plan(d, &observed, &prev, self.now);
-        let mut violations: Vec<Violation> = invariants::check_plan(d, &observed, &prev, &plan);
-
-        // The controller fences first: a level counts only if every device in it confirms.
-        let mut fence_results = Vec::new();
-        for req in &plan.fence {
-            let failed: Vec<&str> = req
-                .devices
-                .iter()
-                .filter(|s| self.world.failing_fence_devices.contains(&s.device))
-                .map(|s| s.device.as_str())
-                .collect();
-            let ok = failed.is_empty();
-            let error = (!ok).then(|| format!("simulated: {} did not answer", failed.join(", ")));
-            if ok {
-                self.world.power_off(&req.node);
-            }
-            self.fence_attempts
-                .entry(req.node.clone())
-                .or_default()
-                .push(FenceAttempt {
-                    level: req.level,
-                    device: req
-                        .devices
-                        .iter()
-                        .map(|s| s.device.as_str())
-                        .collect::<Vec<_>>()
-                        .join("+"),
-                    at: self.now,
-                    ok,
-                    error: error.clone(),
-                });
-            fence_results.push((req.clone(), ok, error));
-        }
+        let plan = planner::plan(&self.desired, &observed, &prev, self.now);
         self.placement = plan.placement.clone();
-
-        // Every agent that can, converges; one that cannot renew its lease stops everything
-        // before the lease runs out (S3).
-        let mut actions = Vec::new();
-        let names: Vec<String> = self.world.nodes.keys().cloned().collect();
-        for name in names {
-            let node = &self.world.nodes[&name];
-            if !node.powered || !node.agent_up {
-                continue;
-            }
-            let mut rec = NodeActions {
-                node: name.clone(),
-                took_generation: None,
-                self_demoted: false,
-                done: Vec::new(),
-                failed: None,
-            };
-            let forced = !node.connected;
-            let list: Vec<Action> = if node.connected {
-                if let Some(a) = self.placement.assignments.get(&name) {
-                    if a.generation > node.held.generation {
-                        rec.took_generation = Some(a.generation);
-                        let n = self.world.nodes.get_mut(&name).unwrap();
-                        n.held = a.clone();
-                        n.host.generation = a.generation;
-                    }
-                }
-                let node = &self.world.nodes[&name];
-                local::actions(&node.held, &node.host, &self.resources)
-            } else {
-                let list = local::self_demote(&node.host, &self.resources);
-                rec.self_demoted = !list.is_empty();
-                list
-            };
-            for act in list {
-                // Self-demotion (S3) goes the forced way and past any failure: everything it
-                // can stop must be stopped before the lease runs out.
-                let done = if forced {
-                    self.world
-                        .apply_forced(&self.desired, &self.resources, &name, &act)
-                } else {
-                    self.world
-                        .apply(&self.desired, &self.resources, &name, &act)
-                };
-                match done {
-                    Ok(()) => rec.done.push(act.to_string()),
-                    Err(e) => {
-                        rec.failed = Some((act.to_string(), e));
-                        if !forced {
-                            break;
-                        }
-                    }
-                }
-            }
-            let n = self.world.nodes.get_mut(&name).unwrap();
-            if n.connected {
-                n.joined = true;
-                n.lease_expires = self.now.plus(self.desired.cluster.lease_ttl);
-                n.last_report = Some(n.host.clone());
-            }
-            if !rec.done.is_empty() || rec.failed.is_some() || rec.took_generation.is_some() {
-                actions.push(rec);
-            }
-        }
+        // The plan is checked against S1-S6 on a second core while the simulated cluster
+        // carries it out: the check only reads what the plan was made from.
+        let (mut violations, (fence_results, actions, joined)) = std::thread::scope(|scope| {
+            let desired = &self.desired;
+            let checker = scope.spawn(|| invariants::check_plan(desired, &observed, &prev, &plan));
+            let done = converge(
+                &mut self.world,
+                &mut self.fence_attempts,
+                desired,
+                &self.resources,
+                &plan,
+                self.now,
+            );
+            (checker.join().expect("the plan checker panicked"), done)
+        });
         violations.extend(self.check_world());
         for v in &violations {
             self.violations.push((self.now, v.clone()));
@@ -342,6 +267,7 @@ impl Engine {
             plan,
             fence_results,
             actions,
+            joined,
             violations: violations.iter().map(|v| v.to_string()).collect(),
         };
         self.now = self.now.plus(self.desired.cluster.renew_interval);
@@ -392,10 +318,9 @@ impl Engine {
         leases.chain(deadlines).min()
     }
 
-    /// Step until two rounds in a row change nothing and no timer is pending, or `max` rounds.
+    /// Step until a round changes nothing and no timer is pending, or `max` rounds.
     pub fn run_until_stable(&mut self, max: usize) -> Vec<Step> {
         let mut steps = Vec::new();
-        let mut quiet = 0;
         while steps.len() < max {
             let prev = self.placement.clone();
             let s = self.step();
@@ -409,8 +334,7 @@ impl Engine {
                 }
             }
             steps.push(s);
-            quiet = if q && !waiting { quiet + 1 } else { 0 };
-            if quiet >= 2 {
+            if q && !waiting {
                 break;
             }
         }
@@ -437,6 +361,123 @@ impl Engine {
         }
         out
     }
+}
+
+/// The fence requests carried out and every agent's pass over its host, for one round's plan.
+type Converged = (
+    Vec<(FenceRequest, bool, Option<String>)>,
+    Vec<NodeActions>,
+    Vec<String>,
+);
+
+/// Carry out one round's plan in the simulated cluster: the controller's fencing, then every
+/// agent that can converges its host (one that cannot renew its lease stops everything).
+fn converge(
+    world: &mut SimWorld,
+    fence_attempts: &mut BTreeMap<String, Vec<FenceAttempt>>,
+    desired: &Desired,
+    resources: &LocalResources,
+    plan: &Plan,
+    now: Time,
+) -> Converged {
+    // The controller fences first: a level counts only if every device in it confirms.
+    let mut fence_results = Vec::new();
+    for req in &plan.fence {
+        let failed: Vec<&str> = req
+            .devices
+            .iter()
+            .filter(|s| world.failing_fence_devices.contains(&s.device))
+            .map(|s| s.device.as_str())
+            .collect();
+        let ok = failed.is_empty();
+        let error = (!ok).then(|| format!("simulated: {} did not answer", failed.join(", ")));
+        if ok {
+            world.power_off(&req.node);
+        }
+        fence_attempts
+            .entry(req.node.clone())
+            .or_default()
+            .push(FenceAttempt {
+                level: req.level,
+                device: req
+                    .devices
+                    .iter()
+                    .map(|s| s.device.as_str())
+                    .collect::<Vec<_>>()
+                    .join("+"),
+                at: now,
+                ok,
+                error: error.clone(),
+            });
+        fence_results.push((req.clone(), ok, error));
+    }
+
+    // Every agent that can, converges; one that cannot renew its lease stops everything
+    // before the lease runs out (S3).
+    let mut actions = Vec::new();
+    let mut joined = Vec::new();
+    let names: Vec<String> = world.nodes.keys().cloned().collect();
+    for name in names {
+        let node = &world.nodes[&name];
+        if !node.powered || !node.agent_up {
+            continue;
+        }
+        let mut rec = NodeActions {
+            node: name.clone(),
+            took_generation: None,
+            self_demoted: false,
+            done: Vec::new(),
+            failed: None,
+        };
+        let forced = !node.connected;
+        let list: Vec<Action> = if node.connected {
+            if let Some(a) = plan.placement.assignments.get(&name) {
+                if a.generation > node.held.generation {
+                    rec.took_generation = Some(a.generation);
+                    let n = world.nodes.get_mut(&name).unwrap();
+                    n.held = a.clone();
+                    n.host.generation = a.generation;
+                }
+            }
+            let node = &world.nodes[&name];
+            local::actions(&node.held, &node.host, resources)
+        } else {
+            let list = local::self_demote(&node.host, resources);
+            rec.self_demoted = !list.is_empty();
+            list
+        };
+        for act in list {
+            // Self-demotion (S3) goes the forced way and past any failure: everything it
+            // can stop must be stopped before the lease runs out.
+            let done = if forced {
+                world.apply_forced(desired, resources, &name, &act)
+            } else {
+                world.apply(desired, resources, &name, &act)
+            };
+            match done {
+                Ok(()) => rec.done.push(act.to_string()),
+                Err(e) => {
+                    rec.failed = Some((act.to_string(), e));
+                    if !forced {
+                        break;
+                    }
+                }
+            }
+        }
+        let n = world.nodes.get_mut(&name).unwrap();
+        if n.connected {
+            if !n.joined {
+                joined.push(name.clone());
+            }
+            n.joined = true;
+            n.lease_expires = now.plus(desired.cluster.lease_ttl);
+            n.last_report = Some(n.host.clone());
+        }
+        if !rec.done.is_empty() || rec.failed.is_some() || rec.took_generation.is_some() {
+            actions.push(rec);
+        }
+    }
+    (fence_results, actions, joined)
 }
 
 /// Plan from empty hosts, each round taking the hosts to have done what the previous one

@@ -1,6 +1,6 @@
 //! Simulated hosts: the ground truth a simulation runs against.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::agent::local::{Action, LocalResources};
 use crate::model::Desired;
@@ -258,68 +258,54 @@ pub fn status_table(d: &Desired, world: &SimWorld) -> String {
         "vm", "runs on", "failover"
     )
     .unwrap();
+    // Who runs each VM, holds each Primary and each address: one pass over the hosts rather
+    // than every host asked about every resource.
+    let mut running: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut primaries: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut holders: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (n, x) in world.nodes.iter().filter(|(_, x)| x.powered) {
+        for (vm, o) in &x.host.vms {
+            if o.state == VmState::Running {
+                running.entry(vm.as_str()).or_default().push(n.as_str());
+            }
+        }
+        for v in x.host.volumes.keys().filter(|v| x.host.primary(v)) {
+            primaries.entry(v.as_str()).or_default().push(n.as_str());
+        }
+        for a in &x.host.addresses {
+            holders.entry(a.as_str()).or_default().push(n.as_str());
+        }
+    }
+    let on = |who: Option<&Vec<&str>>| match who {
+        Some(v) if !v.is_empty() => v.join(","),
+        _ => "DOWN".to_string(),
+    };
     for (vm, desc) in &d.vms {
-        let on: Vec<&String> = world
-            .nodes
-            .iter()
-            .filter(|(_, x)| {
-                x.powered
-                    && x.host
-                        .vms
-                        .get(vm)
-                        .is_some_and(|o| o.state == VmState::Running)
-            })
-            .map(|(k, _)| k)
-            .collect();
-        let on = if on.is_empty() {
-            "DOWN".to_string()
-        } else {
-            on.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
-        };
         let vols: Vec<String> = desc
             .volumes
             .iter()
-            .map(|v| {
-                let prim: Vec<&String> = world
-                    .nodes
-                    .iter()
-                    .filter(|(_, x)| x.powered && x.host.primary(v))
-                    .map(|(k, _)| k)
-                    .collect();
-                if prim.is_empty() {
-                    v.clone()
-                } else {
-                    format!(
-                        "{v} (primary on {})",
-                        prim.iter()
-                            .map(|s| s.as_str())
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    )
-                }
+            .map(|v| match primaries.get(v.as_str()) {
+                Some(p) => format!("{v} (primary on {})", p.join(",")),
+                None => v.clone(),
             })
             .collect();
         writeln!(
             out,
-            "  {vm:w$}  {on:8}  {:8}  {}",
+            "  {vm:w$}  {:8}  {:8}  {}",
+            on(running.get(vm.as_str())),
             if desc.failover { "yes" } else { "pinned" },
             vols.join(", ")
         )
         .unwrap();
     }
     for (vip, desc) in &d.vips {
-        let on: Vec<&String> = world
-            .nodes
-            .iter()
-            .filter(|(_, x)| x.powered && x.host.addresses.contains(&desc.address))
-            .map(|(k, _)| k)
-            .collect();
-        let on = if on.is_empty() {
-            "DOWN".to_string()
-        } else {
-            on.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
-        };
-        writeln!(out, "  vip {vip} {} on {on}", desc.address).unwrap();
+        writeln!(
+            out,
+            "  vip {vip} {} on {}",
+            desc.address,
+            on(holders.get(desc.address.as_str()))
+        )
+        .unwrap();
     }
     out
 }

@@ -43,9 +43,46 @@ pub fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+/// Read the files at `wanted` in `files`, on every core: opening and reading thousands of small
+/// files is system time per file (about 25 µs each here), which threads overlap.
+fn read_all(files: &mut [RawFile], wanted: &[usize]) {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    if threads == 1 || wanted.len() < 64 {
+        for &i in wanted {
+            files[i].content = read_limited(&files[i].path);
+        }
+        return;
+    }
+    let chunk = wanted.len().div_ceil(threads);
+    let contents: Vec<Result<Vec<u8>, String>> = std::thread::scope(|scope| {
+        let files = &*files;
+        let handles: Vec<_> = wanted
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|&i| read_limited(&files[i].path))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a file reading thread panicked"))
+            .collect()
+    });
+    for (&i, content) in wanted.iter().zip(contents) {
+        files[i].content = content;
+    }
+}
+
 impl Source for Paths {
     fn manifest_files(&self) -> Vec<RawFile> {
         let mut out = Vec::new();
+        // Which entries of `out` are files still to read (the others are walk errors).
+        let mut wanted = Vec::new();
         for root in &self.paths {
             let walker = walkdir::WalkDir::new(root)
                 .follow_links(true)
@@ -59,8 +96,9 @@ impl Source for Paths {
                         if e.depth() == 0 || is_manifest_name(&name) {
                             out.push(RawFile {
                                 path: e.path().to_path_buf(),
-                                content: read_limited(e.path()),
+                                content: Ok(Vec::new()),
                             });
+                            wanted.push(out.len() - 1);
                         }
                     }
                     Ok(_) => {}
@@ -87,6 +125,7 @@ impl Source for Paths {
                 }
             }
         }
+        read_all(&mut out, &wanted);
         out
     }
 
