@@ -754,3 +754,52 @@ async fn leader_writes_larger_than_etcds_transaction_limit_go_in_batches() {
     })
     .await;
 }
+
+/// The members by name and which one leads, as the controller's store-leader placement reads
+/// them; and etcd's MoveLeader through the store, which only the leader serves (the store
+/// finds it among the members).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_name_the_leader_and_leadership_moves_on_request() {
+    let _one = one_cluster_at_a_time().await;
+    let cluster = EtcdCluster::start(3).await;
+    let s = connect(&cluster, "members", test_options()).await;
+    bounded(secs(60), async {
+        let m = s.members().await.unwrap().expect("etcd has members");
+        let mut want: Vec<String> = (0..3).map(|i| format!("{}-{i}", cluster.name)).collect();
+        want.sort();
+        assert_eq!(m.names, want);
+        let leader = m
+            .leader
+            .clone()
+            .expect("a three-member cluster has a leader");
+        assert_eq!(
+            leader,
+            format!("{}-{}", cluster.name, cluster.leader().await)
+        );
+        let to = want.iter().find(|n| **n != leader).unwrap().clone();
+        s.move_leader(&to).await.unwrap();
+        let deadline = Instant::now() + secs(5);
+        loop {
+            let m = s.members().await.unwrap().unwrap();
+            if m.leader.as_deref() == Some(to.as_str()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "leadership still with {:?}",
+                m.leader
+            );
+            tokio::time::sleep(millis(50)).await;
+        }
+        assert_eq!(
+            format!("{}-{}", cluster.name, cluster.leader().await),
+            to,
+            "etcd's own members agree"
+        );
+        // Moving it where it already is changes nothing; an unknown member is refused.
+        s.move_leader(&to).await.unwrap();
+        let err = s.move_leader("no-such-member").await.unwrap_err();
+        assert!(err.to_string().contains("no-such-member"), "{err}");
+    })
+    .await;
+}

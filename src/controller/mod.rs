@@ -18,6 +18,8 @@ use crate::store::cluster::{ClusterStore, ClusterView};
 use crate::store::{next_event, LeaseId, Op, WatchStream};
 use futures_util::FutureExt;
 
+pub mod store_leader;
+
 /// One validated revision of the manifests, as the controller applies it.
 #[derive(Debug, Clone)]
 pub struct Revision {
@@ -196,6 +198,8 @@ pub async fn run(
     let mut dirty = true;
     let mut quiet_ticks = 0u32;
     let mut source_open = true;
+    // When this controller, leading, last looked at where the store's leader runs.
+    let mut store_leader_checked: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = ticker.tick() => quiet_ticks += 1,
@@ -268,6 +272,22 @@ pub async fn run(
         let round_start = std::time::Instant::now();
         let revision = revisions.borrow().clone();
         let d = revision.desired.clone();
+        if store_leader_checked.is_none_or(|t| t.elapsed() >= store_leader::CHECK_EVERY) {
+            store_leader_checked = Some(round_start);
+            // Beside the round: a slow or dead member must not hold up planning.
+            let (store, d, events) = (cs.store.clone(), d.clone(), events.clone());
+            tokio::spawn(async move {
+                if let Some(m) = store_leader::place(store, d).await {
+                    tracing::info!("{m}");
+                    if let Some(tx) = events {
+                        let _ = tx.send(Event {
+                            source: "controller".into(),
+                            message: m,
+                        });
+                    }
+                }
+            });
+        }
         let view = match cs.view().await {
             Ok(v) => v,
             Err(_) => {

@@ -70,7 +70,7 @@
 // `etcd-tls` (TLS through etcd-client's `tls` feature) is used below before Cargo.toml
 // declares it; until it does, the TLS code is left out and etcds:// addresses are refused.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -343,6 +343,12 @@ impl Store for LazyEtcdStore {
     }
     async fn current_revision(&self) -> Result<i64, StoreError> {
         self.get().await?.current_revision().await
+    }
+    async fn members(&self) -> Result<Option<super::Members>, StoreError> {
+        self.get().await?.members().await
+    }
+    async fn move_leader(&self, to: &str) -> Result<(), StoreError> {
+        self.get().await?.move_leader(to).await
     }
 }
 
@@ -686,6 +692,45 @@ impl Shared {
             tokio::time::sleep(sleep).await;
             backoff = (backoff * 2).min(self.options.backoff_max);
         }
+    }
+
+    /// The started members' names by ID, and the status of every member that answers within
+    /// the health timeout: (index into `probes`, its member ID, the leader it knows).
+    async fn member_view(
+        &self,
+    ) -> Result<(BTreeMap<u64, String>, Vec<(usize, u64, u64)>), StoreError> {
+        let mut asks = tokio::task::JoinSet::new();
+        for (i, (_, client)) in self.probes.iter().enumerate() {
+            let mut client = client.clone();
+            let timeout = self.options.health_timeout;
+            asks.spawn(async move {
+                match tokio::time::timeout(timeout, client.status()).await {
+                    Ok(Ok(s)) => Some((i, s.header().map_or(0, |h| h.member_id()), s.leader())),
+                    _ => None,
+                }
+            });
+        }
+        let mut statuses = Vec::new();
+        while let Some(r) = asks.join_next().await {
+            if let Ok(Some(s)) = r {
+                statuses.push(s);
+            }
+        }
+        statuses.sort();
+        let mut client = self.client.clone();
+        let list = match tokio::time::timeout(self.options.call_timeout, client.member_list()).await
+        {
+            Ok(Ok(l)) => l,
+            Ok(Err(e)) => return Err(classify(e).error),
+            Err(_) => return Err(unavailable("no etcd member listed the members".to_string())),
+        };
+        let names = list
+            .members()
+            .iter()
+            .filter(|m| !m.name().is_empty())
+            .map(|m| (m.id(), m.name().to_string()))
+            .collect();
+        Ok((names, statuses))
     }
 
     /// Probes every member; keeps those that answer with a leader in the balancer.
@@ -1289,6 +1334,50 @@ impl Store for EtcdStore {
                 },
             )
             .await
+    }
+
+    async fn members(&self) -> Result<Option<super::Members>, StoreError> {
+        let (names, statuses) = self.shared.member_view().await?;
+        let leader = statuses
+            .iter()
+            .map(|&(_, _, leader)| leader)
+            .find(|&l| l != 0)
+            .and_then(|l| names.get(&l).cloned());
+        let mut names: Vec<String> = names.into_values().collect();
+        names.sort();
+        Ok(Some(super::Members { leader, names }))
+    }
+
+    async fn move_leader(&self, to: &str) -> Result<(), StoreError> {
+        let (names, statuses) = self.shared.member_view().await?;
+        let Some((&target, _)) = names.iter().find(|(_, n)| n.as_str() == to) else {
+            return Err(StoreError::invalid(format!(
+                "no started etcd member is named `{to}`"
+            )));
+        };
+        // MoveLeader is only served by the leader itself.
+        let Some(&(probe, _, _)) = statuses.iter().find(|&&(_, id, leader)| id == leader) else {
+            return Err(unavailable(
+                "no etcd member answers as the leader".to_string(),
+            ));
+        };
+        if statuses
+            .iter()
+            .any(|&(_, id, leader)| id == leader && id == target)
+        {
+            return Ok(());
+        }
+        let mut client = self.shared.probes[probe].1.clone();
+        match tokio::time::timeout(self.shared.options.call_timeout, client.move_leader(target))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(classify(e).error),
+            Err(_) => Err(unavailable(format!(
+                "moving the etcd leadership to `{to}` did not finish within {:?}",
+                self.shared.options.call_timeout
+            ))),
+        }
     }
 }
 

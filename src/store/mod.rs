@@ -500,6 +500,15 @@ impl StoreError {
     }
 }
 
+/// The members of a replicated store, by name, as far as they answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Members {
+    /// The leading member's name, when one leads and it has a name.
+    pub leader: Option<String>,
+    /// The names of the started members.
+    pub names: Vec<String>,
+}
+
 /// The coordination store, modelled on etcd 3.4's KV, lease and watch APIs.
 ///
 /// Every read is linearizable: it sees every write that completed before it began.
@@ -539,6 +548,19 @@ pub trait Store: Send + Sync {
 
     /// The revision of the last change.
     async fn current_revision(&self) -> Result<i64, StoreError>;
+
+    /// The members the store is replicated over and which one leads; `None` for a store that
+    /// is not replicated (the in-memory one).
+    async fn members(&self) -> Result<Option<Members>, StoreError> {
+        Ok(None)
+    }
+
+    /// Hands the store's leadership to the member named `to` (etcd's MoveLeader).
+    async fn move_leader(&self, to: &str) -> Result<(), StoreError> {
+        Err(StoreError::invalid(format!(
+            "this store has no members; cannot move its leadership to `{to}`"
+        )))
+    }
 
     /// Reads one key.
     async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
