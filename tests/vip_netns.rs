@@ -422,3 +422,57 @@ async fn run_in_netns_runs_inside_the_namespace() {
         "{e}"
     );
 }
+
+/// The duplicate-address probe started ahead of the add (while the VMs start) gives the same
+/// answers as the add's own: an address held elsewhere is refused, naming who answered; a
+/// free one is added. A probe answer older than a second is not used.
+#[tokio::test]
+async fn probe_started_ahead_of_the_add_refuses_and_allows_the_same() {
+    let mut lan = Lan::new();
+    let a = lan.add_host("a");
+    let b = lan.add_host("b");
+    let ip = lan.free_address(100);
+    let addr = format!("{ip}/24");
+    let cfg = ConfigHandle::new(config(&[&vip(&addr, "eth0")]));
+    let (da, db) = (driver(&a, &cfg), driver(&b, &cfg));
+
+    da.add(&addr).await.unwrap();
+    db.prepare(std::slice::from_ref(&addr)).await;
+    let e = db
+        .add(&addr)
+        .await
+        .expect_err("B must refuse an address A holds");
+    assert!(e.to_string().contains(&a.mac), "names who answered: {e}");
+    assert!(!lan.has_address(&b.netns, "eth0", &addr));
+
+    // A stale early answer ("nobody") is not trusted: A took the address after B's probe.
+    da.remove(&addr).await.unwrap();
+    db.prepare(std::slice::from_ref(&addr)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    da.add(&addr).await.unwrap();
+    let e = db.add(&addr).await.expect_err("probed again at the add");
+    assert!(e.to_string().contains(&a.mac), "{e}");
+
+    // Free: the early probe's "nobody answered" lets the add go ahead without probing again.
+    // With a 500 ms probe wait, an add that probed itself could not take less than 500 ms.
+    da.remove(&addr).await.unwrap();
+    let slow = NetlinkAddresses::in_netns(
+        cfg.clone(),
+        NetOptions {
+            probe_wait: Duration::from_millis(500),
+            timeout: Duration::from_secs(5),
+        },
+        &b.netns,
+    )
+    .unwrap();
+    slow.prepare(std::slice::from_ref(&addr)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let t = Instant::now();
+    slow.add(&addr).await.unwrap();
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(400),
+        "the add used the early probe's answer instead of probing again: took {took:?}"
+    );
+    assert!(lan.has_address(&b.netns, "eth0", &addr));
+}

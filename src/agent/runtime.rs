@@ -484,22 +484,58 @@ async fn lease_lost(mut until: watch::Receiver<Option<Option<Instant>>>) {
     }
 }
 
+/// How many actions of one stage run at once.
+const STAGE_PARALLEL: usize = 8;
+
+/// Carry out a pass's actions in their order, stage by stage: a run of consecutive VM starts,
+/// VM stops, address adds or address removals does not depend within itself, so its actions
+/// run together (a node taking over twenty VMs does not start them one after another).
+/// Everything else (volumes, migrations) goes one at a time. A failure ends the pass after
+/// its stage: the next pass goes on from what the host then has.
 async fn run_actions(
     drivers: &Drivers,
     list: &[Action],
     me: &str,
     events: &Option<mpsc::UnboundedSender<Event>>,
 ) -> Result<(), (Action, String)> {
-    for a in list {
-        match drivers.apply(a).await {
-            Ok(()) => emit(events, me, a.to_string()),
-            Err(e) => {
-                emit(events, me, format!("{a} FAILED: {e}"));
-                return Err((a.clone(), e.to_string()));
+    drivers.prepare(list).await;
+    for stage in stages(list) {
+        let mut results = Vec::with_capacity(stage.len());
+        for part in stage.chunks(STAGE_PARALLEL) {
+            let started: Vec<_> = part.iter().map(|a| drivers.apply(a)).collect();
+            results.extend(futures_util::future::join_all(started).await);
+        }
+        let mut failed = None;
+        for (a, r) in stage.iter().zip(results) {
+            match r {
+                Ok(()) => emit(events, me, a.to_string()),
+                Err(e) => {
+                    emit(events, me, format!("{a} FAILED: {e}"));
+                    failed.get_or_insert((a.clone(), e.to_string()));
+                }
             }
+        }
+        if let Some(f) = failed {
+            return Err(f);
         }
     }
     Ok(())
+}
+
+/// The stages of [`run_actions`]: runs of consecutive actions of one kind that may run
+/// together, and every other action alone.
+fn stages(list: &[Action]) -> Vec<&[Action]> {
+    let together = |a: &Action, b: &Action| {
+        std::mem::discriminant(a) == std::mem::discriminant(b)
+            && matches!(
+                a,
+                Action::StartVm { .. }
+                    | Action::StopVm { .. }
+                    | Action::AddAddress { .. }
+                    | Action::RemoveAddress { .. }
+            )
+    };
+    list.chunk_by(|a, b| together(a, b)).collect()
 }
 
 #[cfg(test)]
@@ -515,5 +551,125 @@ mod margin_tests {
         assert_eq!(lease_margin(s(2), ms(500)), s(2) - s(2) / 3);
         assert_eq!(lease_margin(s(10), s(5)), s(5));
         assert_eq!(lease_margin(s(1), ms(250)), s(1) - s(1) / 3);
+    }
+}
+
+#[cfg(test)]
+mod stage_tests {
+    use super::*;
+    use crate::drivers::{DriverError, Vms};
+    use crate::model::VmObserved;
+    use std::collections::BTreeMap;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    /// VMs that take 200 ms to start or stop, counting how many run at once; `bad` fails.
+    #[derive(Default)]
+    struct SlowVms {
+        running: AtomicUsize,
+        most: AtomicUsize,
+        calls: AtomicUsize,
+    }
+
+    impl SlowVms {
+        async fn work(&self, vm: &str) -> Result<(), DriverError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            if vm == "bad" {
+                return Err(DriverError::new(format!("start vm {vm}"), "it would not"));
+            }
+            Ok(())
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Vms for SlowVms {
+        async fn list(&self) -> Result<BTreeMap<String, VmObserved>, DriverError> {
+            Ok(BTreeMap::new())
+        }
+        async fn start(&self, vm: &str) -> Result<(), DriverError> {
+            self.work(vm).await
+        }
+        async fn stop(&self, vm: &str) -> Result<(), DriverError> {
+            self.work(vm).await
+        }
+        async fn migrate(&self, vm: &str, _to: &str) -> Result<(), DriverError> {
+            self.work(vm).await
+        }
+    }
+
+    fn drivers(vms: Arc<SlowVms>) -> Drivers {
+        let desired = crate::model::reference_desired();
+        let shared = crate::drivers::sim::SimShared {
+            world: Default::default(),
+            resources: Arc::new(LocalResources::from_desired(&desired)),
+            desired: Arc::new(desired),
+        };
+        let mut d = crate::drivers::sim::SimHost::drivers(&shared, "alpha");
+        d.vms = vms;
+        d
+    }
+
+    fn start(vm: &str) -> Action {
+        Action::StartVm { vm: vm.into() }
+    }
+
+    #[test]
+    fn runs_of_starts_stops_and_addresses_are_stages_the_rest_go_alone() {
+        let list = vec![
+            Action::StopVm { vm: "a".into() },
+            Action::StopVm { vm: "b".into() },
+            Action::Demote { volume: "a".into() },
+            Action::Demote { volume: "b".into() },
+            Action::Promote { volume: "c".into() },
+            start("c"),
+            start("d"),
+            Action::MigrateVm {
+                vm: "e".into(),
+                to: "beta".into(),
+            },
+            Action::MigrateVm {
+                vm: "f".into(),
+                to: "beta".into(),
+            },
+        ];
+        let sizes: Vec<usize> = stages(&list).iter().map(|s| s.len()).collect();
+        assert_eq!(sizes, vec![2, 1, 1, 1, 2, 1, 1]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stage_of_vm_starts_runs_together() {
+        let vms = Arc::new(SlowVms::default());
+        let d = drivers(vms.clone());
+        let list: Vec<Action> = ["a", "b", "c", "d"].iter().map(|v| start(v)).collect();
+        let t = Instant::now();
+        run_actions(&d, &list, "alpha", &None).await.unwrap();
+        // Virtual time: four starts of 200 ms each, together.
+        assert_eq!(t.elapsed(), Duration::from_millis(200));
+        assert_eq!(vms.most.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_ends_the_pass_after_its_stage() {
+        let vms = Arc::new(SlowVms::default());
+        let d = drivers(vms.clone());
+        let list = vec![
+            start("a"),
+            start("bad"),
+            start("c"),
+            Action::StopVm { vm: "x".into() },
+        ];
+        let (failed, why) = run_actions(&d, &list, "alpha", &None)
+            .await
+            .expect_err("bad fails");
+        assert_eq!(failed, start("bad"));
+        assert!(why.contains("it would not"), "{why}");
+        // The whole stage of starts ran (c too); the stop after it did not.
+        assert_eq!(vms.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(vms.most.load(Ordering::SeqCst), 3);
+        assert_eq!(vms.running.load(Ordering::SeqCst), 0);
     }
 }

@@ -84,6 +84,11 @@ pub trait Addresses: Send + Sync {
     async fn list(&self) -> Result<BTreeSet<String>, DriverError>;
     /// Add after a duplicate-address check, then announce with gratuitous ARP.
     async fn add(&self, address: &str) -> Result<(), DriverError>;
+    /// A pass is about to add these addresses after other actions (starting the VMs they
+    /// follow): a driver may start their duplicate-address checks now, beside those actions,
+    /// so that the check does not add to a failover's outage. Returns at once; `add` checks
+    /// again whatever was not checked here, or was checked too long ago.
+    async fn prepare(&self, _addresses: &[String]) {}
     async fn remove(&self, address: &str) -> Result<(), DriverError>;
 }
 
@@ -125,6 +130,25 @@ impl Drivers {
         let mut out = self.drbd.artifacts().await;
         out.extend(self.vms.artifacts().await);
         out
+    }
+
+    /// Before a pass carries out `list`: the addresses it will add once the actions before
+    /// them are done may be checked for duplicates meanwhile ([`Addresses::prepare`]).
+    pub async fn prepare(&self, list: &[Action]) {
+        let first = list
+            .iter()
+            .position(|a| matches!(a, Action::AddAddress { .. }));
+        if first.is_none_or(|i| i == 0) {
+            return;
+        }
+        let addresses: Vec<String> = list
+            .iter()
+            .filter_map(|a| match a {
+                Action::AddAddress { address, .. } => Some(address.clone()),
+                _ => None,
+            })
+            .collect();
+        self.addresses.prepare(&addresses).await;
     }
 
     /// Carry out one action.

@@ -125,8 +125,13 @@ impl Default for EtcdOptions {
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_millis(400),
             watch_resume_timeout: Duration::from_secs(5),
-            health_interval: Duration::from_secs(1),
-            health_timeout: Duration::from_millis(500),
+            // A dead member is out of the balancer within 0.6 s: before a 1 s lease runs
+            // out, so the failover's own calls (the controller's lease, its fence record and
+            // assignments) no longer go to the member that died with the node. Measured at
+            // 1 s + 0.5 s, those calls hung on the dead member and cost the controller its
+            // leadership in the middle of failovers.
+            health_interval: Duration::from_millis(300),
+            health_timeout: Duration::from_millis(300),
             connect_timeout: Duration::from_millis(500),
             keep_alive_interval: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),

@@ -110,7 +110,19 @@ struct Inner {
     /// Gratuitous ARPs still to be sent after an `add` returned, by address: stopped when the
     /// address is removed (announcing an address given up would pull traffic back here).
     announcing: Arc<Mutex<BTreeMap<String, tokio::task::AbortHandle>>>,
+    /// Duplicate-address probes started ahead of an `add` ([`Addresses::prepare`]), by
+    /// address: when each started and where its answer (who answered, if anyone) will be.
+    early_probes: Arc<Mutex<BTreeMap<String, EarlyProbe>>>,
 }
+
+/// A duplicate-address probe started ahead of its `add`.
+struct EarlyProbe {
+    started: std::time::Instant,
+    answer: tokio::sync::oneshot::Receiver<Result<Option<arp::Mac>, String>>,
+}
+
+/// How long an early probe's "nobody answered" stands for the `add` that follows it.
+const EARLY_PROBE_FOR: Duration = Duration::from_secs(1);
 
 impl NetlinkAddresses {
     /// Acting in the network namespace of whichever thread runs the operation (the agent's).
@@ -125,6 +137,7 @@ impl NetlinkAddresses {
                 options,
                 held: Default::default(),
                 announcing: Default::default(),
+                early_probes: Default::default(),
             },
             netns: None,
         }
@@ -163,6 +176,18 @@ impl Addresses for NetlinkAddresses {
         let address = address.to_string();
         self.on_thread(move |inner| async move { inner.add(&address).await })
             .await
+    }
+
+    async fn prepare(&self, addresses: &[String]) {
+        let addresses = addresses.to_vec();
+        let _ = self
+            .on_thread(move |inner| async move {
+                for a in &addresses {
+                    inner.start_probe(a);
+                }
+                Ok(())
+            })
+            .await;
     }
 
     async fn remove(&self, address: &str) -> Result<(), DriverError> {
@@ -230,6 +255,60 @@ impl Inner {
                     format!("{address} is not a VirtualIP of this node's configuration; not touching it"),
                 )
             })
+    }
+
+    /// Start the duplicate-address probe for `address` in the background (IPv4 addresses that
+    /// are not on their interface yet; the others are not probed by `add` either).
+    fn start_probe(&self, address: &str) {
+        let Ok(t) = self.find("probe", address) else {
+            return;
+        };
+        let IpAddr::V4(v4) = t.ip else { return };
+        let key = t.vip.address.clone();
+        let (tx, answer) = tokio::sync::oneshot::channel();
+        let wait = self.options.probe_wait;
+        tokio::spawn(async move {
+            let found = async {
+                let iface = t.vip.interface.as_str();
+                let nl = connect("probe").map_err(|e| e.to_string())?;
+                let link = nl
+                    .link(iface)
+                    .await
+                    .map_err(|e| describe(&e))?
+                    .ok_or_else(|| format!("no interface {iface}"))?;
+                let mac = link.mac.ok_or_else(|| format!("{iface} has no MAC"))?;
+                let sock = ArpSocket::open(link.index).map_err(|e| e.to_string())?;
+                packet::probe(&sock, mac, v4, wait)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            let _ = tx.send(found);
+        });
+        self.early_probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key,
+                EarlyProbe {
+                    started: std::time::Instant::now(),
+                    answer,
+                },
+            );
+    }
+
+    /// The answer of the early probe for `address`, if one was started recently enough and
+    /// finished without error (waiting for it if it still runs).
+    async fn early_probe(&self, address: &str) -> Option<Option<arp::Mac>> {
+        let p = self
+            .early_probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(address)?;
+        if p.started.elapsed() > EARLY_PROBE_FOR {
+            return None;
+        }
+        p.answer.await.ok()?.ok()
     }
 
     /// Every VIP this driver may report: the configured ones and the ones it holds.
@@ -363,9 +442,12 @@ impl Inner {
 
         if !present {
             if let Some((sock, mac, v4)) = &arp {
-                let holder = packet::probe(sock, *mac, *v4, self.options.probe_wait)
-                    .await
-                    .map_err(|e| retry(step, format!("ARP probe on {iface}: {e}")))?;
+                let holder = match self.early_probe(&vip.address).await {
+                    Some(answer) => answer,
+                    None => packet::probe(sock, *mac, *v4, self.options.probe_wait)
+                        .await
+                        .map_err(|e| retry(step, format!("ARP probe on {iface}: {e}")))?,
+                };
                 if let Some(other) = holder {
                     return Err(retry(
                         step,
