@@ -768,6 +768,7 @@ async fn members_name_the_leader_and_leadership_moves_on_request() {
         let mut want: Vec<String> = (0..3).map(|i| format!("{}-{i}", cluster.name)).collect();
         want.sort();
         assert_eq!(m.names, want);
+        assert_eq!(m.answering, want, "all three answer");
         let leader = m
             .leader
             .clone()

@@ -487,11 +487,12 @@ async fn lease_lost(mut until: watch::Receiver<Option<Option<Instant>>>) {
 /// How many actions of one stage run at once.
 const STAGE_PARALLEL: usize = 8;
 
-/// Carry out a pass's actions in their order, stage by stage: a run of consecutive VM starts,
-/// VM stops, address adds or address removals does not depend within itself, so its actions
-/// run together (a node taking over twenty VMs does not start them one after another).
-/// Everything else (volumes, migrations) goes one at a time. A failure ends the pass after
-/// its stage: the next pass goes on from what the host then has.
+/// Carry out a pass's actions in their order, stage by stage: a run of consecutive VM starts
+/// or VM stops does not depend within itself, so its actions run together (a node taking over
+/// twenty VMs does not start them one after another). Everything else goes one at a time:
+/// volumes and migrations, and addresses too (two VIPs with one gateway would race to add its
+/// route; their duplicate-address probes already ran beside the VM starts). A failure ends
+/// the pass after its stage: the next pass goes on from what the host then has.
 async fn run_actions(
     drivers: &Drivers,
     list: &[Action],
@@ -527,13 +528,7 @@ async fn run_actions(
 fn stages(list: &[Action]) -> Vec<&[Action]> {
     let together = |a: &Action, b: &Action| {
         std::mem::discriminant(a) == std::mem::discriminant(b)
-            && matches!(
-                a,
-                Action::StartVm { .. }
-                    | Action::StopVm { .. }
-                    | Action::AddAddress { .. }
-                    | Action::RemoveAddress { .. }
-            )
+            && matches!(a, Action::StartVm { .. } | Action::StopVm { .. })
     };
     list.chunk_by(|a, b| together(a, b)).collect()
 }
@@ -618,7 +613,7 @@ mod stage_tests {
     }
 
     #[test]
-    fn runs_of_starts_stops_and_addresses_are_stages_the_rest_go_alone() {
+    fn runs_of_vm_starts_and_stops_are_stages_the_rest_go_alone() {
         let list = vec![
             Action::StopVm { vm: "a".into() },
             Action::StopVm { vm: "b".into() },
@@ -635,9 +630,17 @@ mod stage_tests {
                 vm: "f".into(),
                 to: "beta".into(),
             },
+            Action::AddAddress {
+                vip: "g".into(),
+                address: "192.0.2.7/24".into(),
+            },
+            Action::AddAddress {
+                vip: "h".into(),
+                address: "192.0.2.8/24".into(),
+            },
         ];
         let sizes: Vec<usize> = stages(&list).iter().map(|s| s.len()).collect();
-        assert_eq!(sizes, vec![2, 1, 1, 1, 2, 1, 1]);
+        assert_eq!(sizes, vec![2, 1, 1, 1, 2, 1, 1, 1, 1]);
     }
 
     #[tokio::test(start_paused = true)]

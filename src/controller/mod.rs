@@ -198,8 +198,8 @@ pub async fn run(
     let mut dirty = true;
     let mut quiet_ticks = 0u32;
     let mut source_open = true;
-    // When this controller, leading, last looked at where the store's leader runs.
-    let mut store_leader_checked: Option<std::time::Instant> = None;
+    // When this controller, leading, may next look at where the store's leader runs.
+    let store_leader_next = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
     loop {
         tokio::select! {
             _ = ticker.tick() => quiet_ticks += 1,
@@ -272,13 +272,32 @@ pub async fn run(
         let round_start = std::time::Instant::now();
         let revision = revisions.borrow().clone();
         let d = revision.desired.clone();
-        if store_leader_checked.is_none_or(|t| t.elapsed() >= store_leader::CHECK_EVERY) {
-            store_leader_checked = Some(round_start);
+        let look = {
+            let mut next = store_leader_next.lock().unwrap();
+            let due = round_start >= *next;
+            if due {
+                *next = round_start + store_leader::CHECK_EVERY;
+            }
+            due
+        };
+        if look {
             // Beside the round: a slow or dead member must not hold up planning.
             let (store, d, events) = (cs.store.clone(), d.clone(), events.clone());
+            let next = store_leader_next.clone();
             tokio::spawn(async move {
-                if let Some(m) = store_leader::place(store, d).await {
-                    tracing::info!("{m}");
+                if let Some(done) = store_leader::place(store, d).await {
+                    let m = match done {
+                        Ok(m) => {
+                            tracing::info!("{m}");
+                            m
+                        }
+                        Err(m) => {
+                            tracing::warn!("{m}");
+                            *next.lock().unwrap() =
+                                std::time::Instant::now() + store_leader::AFTER_FAILURE;
+                            m
+                        }
+                    };
                     if let Some(tx) = events {
                         let _ = tx.send(Event {
                             source: "controller".into(),

@@ -18,23 +18,32 @@ use crate::store::{Members, Store};
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// The member that should lead the store instead of the current leader: a witness's (the
-/// first by name whose member is started), when a hypervisor's member leads. `None` when
-/// the leader is where it should be, when nothing leads, or when no witness has a member.
+/// first by name), when a hypervisor's member leads. Only when every started member answers:
+/// a transfer to a member that is down or behind stalls the store's writes until it gives up
+/// (an election timeout), and while a member is down a failover may be under way, whose dead
+/// node's lease a second leader change would renew once more. `None` when the leader is where
+/// it should be, when nothing leads, or when no witness has a member.
 pub fn preferred_leader(d: &Desired, m: &Members) -> Option<String> {
     let leader = m.leader.as_deref()?;
     if !d.nodes.get(leader).is_some_and(|n| n.is_hypervisor()) {
+        return None;
+    }
+    if m.names.iter().any(|n| !m.answering.contains(n)) {
         return None;
     }
     d.nodes
         .values()
         .filter(|n| !n.is_hypervisor() && n.store_member)
         .map(|n| n.name.clone())
-        .find(|w| m.names.iter().any(|x| x == w))
+        .find(|w| m.answering.iter().any(|x| x == w))
 }
 
+/// After a move that failed, how long before the next try.
+pub const AFTER_FAILURE: Duration = Duration::from_secs(60);
+
 /// Look once, and move the leadership if [`preferred_leader`] says so. Says what it did, for
-/// the controller's events; `None` when there was nothing to do.
-pub async fn place(store: Arc<dyn Store>, d: Arc<Desired>) -> Option<String> {
+/// the controller's events (`Err` when the move failed); `None` when there was nothing to do.
+pub async fn place(store: Arc<dyn Store>, d: Arc<Desired>) -> Option<Result<String, String>> {
     let members = match store.members().await {
         Ok(Some(m)) => m,
         Ok(None) | Err(_) => return None,
@@ -42,10 +51,13 @@ pub async fn place(store: Arc<dyn Store>, d: Arc<Desired>) -> Option<String> {
     let to = preferred_leader(&d, &members)?;
     let from = members.leader.unwrap_or_default();
     Some(match store.move_leader(&to).await {
-        Ok(()) => format!(
+        Ok(()) => Ok(format!(
             "moved the store's leadership from {from}'s member to {to}'s: a failing hypervisor must not also cost the store an election"
-        ),
-        Err(e) => format!("cannot move the store's leadership from {from}'s member to {to}'s: {e}"),
+        )),
+        Err(e) => Err(format!(
+            "cannot move the store's leadership from {from}'s member to {to}'s (next try in {}s): {e}",
+            AFTER_FAILURE.as_secs()
+        )),
     })
 }
 
@@ -57,6 +69,7 @@ mod tests {
         Members {
             leader: leader.map(str::to_string),
             names: names.iter().map(|s| s.to_string()).collect(),
+            answering: names.iter().map(|s| s.to_string()).collect(),
         }
     }
 
@@ -82,5 +95,12 @@ mod tests {
         );
         // A member named like no node is left alone.
         assert_eq!(preferred_leader(&d, &members(Some("etcd-7"), &all)), None);
+        // Not while any member does not answer: the witness's (a transfer to it would stall
+        // the store), or a hypervisor's (a failover may be under way).
+        for silent in ["witness", "beta"] {
+            let mut m = members(Some("alpha"), &all);
+            m.answering.retain(|n| n != silent);
+            assert_eq!(preferred_leader(&d, &m), None, "{silent} silent");
+        }
     }
 }

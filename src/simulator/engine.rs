@@ -309,8 +309,14 @@ impl Engine {
             .values()
             .filter(|n| n.joined && !n.reachable() && self.now <= n.lease_expires)
             .map(|n| n.lease_expires);
+        // A self-fence deadline frees the node's work whether or not fencing answered. (Retries
+        // of fencing that failed are not waited for: the simulated devices fail until told
+        // otherwise, so a retry would change nothing.)
         let deadlines = last.plan.pending.iter().filter_map(|p| match &p.wait {
             planner::Wait::Fencing {
+                deadline: Some(t), ..
+            }
+            | planner::Wait::FencingFailed {
                 deadline: Some(t), ..
             } if *t >= self.now => Some(*t),
             _ => None,

@@ -1348,9 +1348,19 @@ impl Store for EtcdStore {
             .map(|&(_, _, leader)| leader)
             .find(|&l| l != 0)
             .and_then(|l| names.get(&l).cloned());
+        let mut answering: Vec<String> = statuses
+            .iter()
+            .filter(|&&(_, _, leader)| leader != 0)
+            .filter_map(|(_, id, _)| names.get(id).cloned())
+            .collect();
+        answering.sort();
         let mut names: Vec<String> = names.into_values().collect();
         names.sort();
-        Ok(Some(super::Members { leader, names }))
+        Ok(Some(super::Members {
+            leader,
+            names,
+            answering,
+        }))
     }
 
     async fn move_leader(&self, to: &str) -> Result<(), StoreError> {

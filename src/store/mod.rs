@@ -507,6 +507,8 @@ pub struct Members {
     pub leader: Option<String>,
     /// The names of the started members.
     pub names: Vec<String>,
+    /// The names of the members that answered just now, each with a leader.
+    pub answering: Vec<String>,
 }
 
 /// The coordination store, modelled on etcd 3.4's KV, lease and watch APIs.

@@ -257,8 +257,9 @@ impl Inner {
             })
     }
 
-    /// Start the duplicate-address probe for `address` in the background (IPv4 addresses that
-    /// are not on their interface yet; the others are not probed by `add` either).
+    /// Start the duplicate-address probe for `address` in the background (IPv4 only, as in
+    /// `add`; for an address already on its interface `add` does not probe, and this answer
+    /// goes unused).
     fn start_probe(&self, address: &str) {
         let Ok(t) = self.find("probe", address) else {
             return;
