@@ -476,6 +476,42 @@ impl Inner {
             .unwrap_or_else(|e| e.into_inner())
             .insert(vip.address.clone(), vip.clone());
 
+        // The route and the first announcement. If either fails after this call added the
+        // address, the address is taken off again: the agent acts only on missing addresses,
+        // so one left up but unannounced (or without its route) would stay that way.
+        let finished = self.finish_add(step, &nl, &link, vip, arp).await;
+        if let Err(mut e) = finished {
+            if !present {
+                let addrs = nl.addresses().await.unwrap_or_default();
+                for a in addrs
+                    .iter()
+                    .filter(|a| a.index == link.index && a.ip == ip && a.prefix == prefix)
+                {
+                    let _ = nl.del_address(a).await;
+                }
+                self.held
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&vip.address);
+                e.message
+                    .push_str("; the address was taken off again, so the next pass adds it anew");
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// After the address is up: its gateway route, then the first round of gratuitous ARP
+    /// (the rest in the background).
+    async fn finish_add(
+        &self,
+        step: &str,
+        nl: &Rtnl,
+        link: &Link,
+        vip: &VipConfig,
+        arp: Option<(ArpSocket, arp::Mac, std::net::Ipv4Addr)>,
+    ) -> Result<(), DriverError> {
+        let iface = vip.interface.as_str();
         if let Some(gateway) = &vip.gateway {
             let gw: IpAddr = gateway
                 .parse()
