@@ -16,6 +16,7 @@ pub mod drivers;
 pub mod invariants;
 pub mod manifest;
 pub mod model;
+mod par;
 pub mod planner;
 pub mod render;
 pub mod simulator;

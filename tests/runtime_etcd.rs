@@ -19,6 +19,8 @@
 mod etcd_cluster;
 #[path = "support/ports.rs"]
 mod ports;
+#[path = "support/status_check.rs"]
+mod status_check;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -522,33 +524,7 @@ impl Fixture {
 
     /// What must never be seen, whatever the scenario.
     fn check(&mut self, s: &Value) {
-        let mut broken = Vec::new();
-        for (vm, l) in obj(&s["vms"]) {
-            if l["running_on"].as_array().map_or(0, Vec::len) > 1 {
-                broken.push(format!("S1: vm {vm} runs on {}", l["running_on"]));
-            }
-        }
-        for (vol, l) in obj(&s["volumes"]) {
-            if l["primary"].as_array().map_or(0, Vec::len) > 1 {
-                broken.push(format!("S1: volume {vol} is Primary on {}", l["primary"]));
-            }
-        }
-        for (vip, on) in obj(&s["vips"]) {
-            if on.as_array().map_or(0, Vec::len) > 1 {
-                broken.push(format!("S1: address {vip} is held by {on}"));
-            }
-        }
-        for (n, x) in obj(&s["nodes"]) {
-            if let Some(g) = x["assigned_generation"].as_u64() {
-                let max = self.max_generation.entry(n.clone()).or_default();
-                if g < *max {
-                    broken.push(format!(
-                        "S4: the assignment of {n} went back from generation {max} to {g}"
-                    ));
-                }
-                *max = (*max).max(g);
-            }
-        }
+        let broken = crate::status_check::violations(s, &mut self.max_generation);
         if !broken.is_empty() {
             panic!(
                 "{}\nstatus: {}\n{}",

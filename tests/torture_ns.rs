@@ -16,6 +16,8 @@ mod cluster_ns;
 mod libvirtd;
 #[path = "support/netns.rs"]
 mod netns;
+#[path = "support/status_check.rs"]
+mod status_check;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -22,7 +22,7 @@ use crate::drivers::config::HostConfig;
 use crate::drivers::Drivers;
 use crate::model::{Assignment, FailedAction, HostReport, Time};
 use crate::store::cluster::ClusterStore;
-use crate::store::{next_event, LeaseId, Op, StoreError, Txn, WatchStream};
+use crate::store::{ensure_watch, next_event, LeaseId, Op, StoreError, Txn, WatchStream};
 
 #[derive(Debug, Clone)]
 pub struct AgentOptions {
@@ -172,11 +172,22 @@ pub async fn run(
             // Watches that broke (or were never made) are made again while the store answers;
             // never for long, so a dying store cannot hold up the work loop.
             if healthy {
-                ensure_watch(&cs, &cs.assignment_key(&me), &mut assignment_watch).await;
-                ensure_watch(&cs, &cs.resources_key(), &mut resources_watch).await;
-                // Whatever changed while there was no watch is read again.
-                config_dirty |=
-                    ensure_watch(&cs, &cs.host_config_key(&me), &mut config_watch).await;
+                ensure_watch(
+                    cs.store.as_ref(),
+                    &cs.assignment_key(&me),
+                    &mut assignment_watch,
+                )
+                .await;
+                ensure_watch(cs.store.as_ref(), &cs.resources_key(), &mut resources_watch).await;
+                // Whatever changed while there was no watch is read again, and read every
+                // pass while no watch can be made (nothing would say it changed).
+                config_dirty |= ensure_watch(
+                    cs.store.as_ref(),
+                    &cs.host_config_key(&me),
+                    &mut config_watch,
+                )
+                .await
+                    || config_watch.is_none();
             }
             {
                 let mut s = stats.lock().unwrap();
@@ -192,30 +203,37 @@ pub async fn run(
                 st.rewrite_report = true;
                 // S3: stop everything before the lease can run out, then wait for a lease. Every
                 // tick until the host is clean: a failed stop must not leave a VM running, so
-                // each action is tried even when an earlier one failed.
-                if !st.demoted {
-                    if let Ok(host) = drivers.observe(st.held.generation).await {
-                        stats.lock().unwrap().host = Some(host.clone());
-                        let list = local::self_demote(&host, &res);
-                        if list.is_empty() {
-                            st.demoted = true;
-                            gate.clean.store(true, Ordering::Relaxed);
-                        } else {
-                            emit(
-                                &events,
-                                &me,
-                                "cannot renew its lease: stops everything (self-demotion)".into(),
-                            );
-                            stats.lock().unwrap().self_demotions += 1;
-                            for a in &list {
-                                match drivers.apply(a).await {
-                                    Ok(()) => emit(&events, &me, a.to_string()),
-                                    Err(e) => emit(
-                                        &events,
-                                        &me,
-                                        format!("{a} FAILED during self-demotion: {e}"),
-                                    ),
-                                }
+                // each action is tried even when an earlier one failed. And every tick after
+                // that too: a driver call cut off when the lease went (a `drbdadm primary`, a
+                // domain start on a blocking thread) can still finish after the host was found
+                // clean, and must be undone — the watchdog is fed only while it stays clean.
+                if let Ok(host) = drivers.observe(st.held.generation).await {
+                    stats.lock().unwrap().host = Some(host.clone());
+                    let list = local::self_demote(&host, &res);
+                    if list.is_empty() {
+                        st.demoted = true;
+                        gate.clean.store(true, Ordering::Relaxed);
+                    } else {
+                        gate.clean.store(false, Ordering::Relaxed);
+                        emit(
+                            &events,
+                            &me,
+                            if st.demoted {
+                                "cannot renew its lease: something came up again after self-demotion; stops it".into()
+                            } else {
+                                "cannot renew its lease: stops everything (self-demotion)".into()
+                            },
+                        );
+                        st.demoted = false;
+                        stats.lock().unwrap().self_demotions += 1;
+                        for a in &list {
+                            match drivers.apply(a).await {
+                                Ok(()) => emit(&events, &me, a.to_string()),
+                                Err(e) => emit(
+                                    &events,
+                                    &me,
+                                    format!("{a} FAILED during self-demotion: {e}"),
+                                ),
                             }
                         }
                     }
@@ -446,19 +464,6 @@ async fn keep_lease(
 /// Passes between two reads of the host's rendered files when nothing says they changed
 /// (an edit by hand shows in the report within this many polls).
 const ARTIFACTS_EVERY: u32 = 10;
-
-/// Make the watch on `key` if there is none, giving up after a short while (a dying store
-/// must not hold up the work loop). Whether a new watch was made.
-async fn ensure_watch(cs: &ClusterStore, key: &[u8], w: &mut Option<WatchStream>) -> bool {
-    if w.is_some() {
-        return false;
-    }
-    *w = tokio::time::timeout(Duration::from_millis(200), cs.store.watch(key, None))
-        .await
-        .ok()
-        .and_then(Result::ok);
-    w.is_some()
-}
 
 /// How long after its last renewal a lease is still counted on: the TTL less the time kept
 /// for stopping everything before it runs out (S3), which is the renew interval but at least

@@ -15,7 +15,7 @@ use crate::invariants;
 use crate::model::{Desired, FenceAttempt, Lease, NodeObserved, Observed, Time};
 use crate::planner;
 use crate::store::cluster::{ClusterStore, ClusterView};
-use crate::store::{next_event, LeaseId, Op, WatchStream};
+use crate::store::{ensure_watch, next_event, LeaseId, Op, WatchStream};
 use futures_util::FutureExt;
 
 pub mod store_leader;
@@ -200,6 +200,7 @@ pub async fn run(
     let mut source_open = true;
     // When this controller, leading, may next look at where the store's leader runs.
     let store_leader_next = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+    let config_prefix = cs.key("config/");
     loop {
         tokio::select! {
             _ = ticker.tick() => quiet_ticks += 1,
@@ -210,15 +211,18 @@ pub async fn run(
                 dirty = true;
             }
             ev = next_event(&mut state_watch) => {
-                dirty = true;
-                if !matches!(ev, Some(Ok(_))) {
-                    state_watch = None;
-                }
-                // Take whatever else is already there: one round covers it all.
-                while let Some(ev) = state_watch.as_mut().and_then(|w| w.next().now_or_never()) {
-                    if !matches!(ev, Some(Ok(_))) {
-                        state_watch = None;
+                // Take whatever else is already there: one round covers it all. The host
+                // configs (`config/`) are the controller's own output and not in its view.
+                let mut ev = Some(ev);
+                while let Some(e) = ev {
+                    match e {
+                        Some(Ok(r)) => dirty |= r.events.iter().any(|e| !e.key().starts_with(&config_prefix)),
+                        _ => {
+                            dirty = true;
+                            state_watch = None;
+                        }
                     }
+                    ev = state_watch.as_mut().and_then(|w| w.next().now_or_never());
                 }
             }
         }
@@ -255,15 +259,9 @@ pub async fn run(
         let rev = elected.expect("elected above");
         // While a fence call runs, the lease is renewed as often as between rounds' thirds.
         let renew_every = (opts.lease_ttl / 3).max(Duration::from_millis(20));
-        if state_watch.is_none() {
-            let prefix = cs.key("");
-            let w = cs.store.watch(&prefix, None);
-            state_watch = tokio::time::timeout(Duration::from_millis(200), w)
-                .await
-                .ok()
-                .and_then(Result::ok);
-            dirty = true;
-        }
+        // A new watch, or none to be had: what changed meanwhile is read now.
+        dirty |= ensure_watch(cs.store.as_ref(), &cs.key(""), &mut state_watch).await
+            || state_watch.is_none();
         if !dirty && quiet_ticks < RESYNC_TICKS {
             continue;
         }
@@ -324,8 +322,12 @@ pub async fn run(
                 bookkeeping.push(Op::put(cs.lost_key(n), serde_json::to_vec(&now).unwrap()));
             }
         }
+        // Nodes back this round: their records (and any fence request against them) are
+        // cleared below, and no request may fence them again on the strength of it.
+        let mut back = std::collections::BTreeSet::new();
         for n in view.lost.keys() {
             if view.leases.contains_key(n) {
+                back.insert(n.clone());
                 emit(format!("node {n} is back"));
                 bookkeeping.push(Op::delete(cs.lost_key(n)));
                 bookkeeping.push(Op::delete(cs.fence_key(n)));
@@ -336,21 +338,9 @@ pub async fn run(
         // order, and the attempt recorded where the handler waits for it. A node fenced this
         // way is lost once its lease runs out, and handled as any lost node from then on.
         let mut requested_attempts: BTreeMap<String, Vec<FenceAttempt>> = BTreeMap::new();
-        for (n, req) in &view.fence_requests {
+        let maintenance = d.cluster.maintenance || observed.operations.maintenance;
+        for (n, req) in fence_requests_to_carry_out(&d, &view, maintenance, &back) {
             let Some(node) = d.nodes.get(n) else { continue };
-            let answered = view
-                .fence
-                .get(n)
-                .is_some_and(|a| a.iter().any(|x| x.at >= req.at));
-            // Only a live member of the cluster may ask; a node already without a lease is
-            // the planner's to fence (its attempt answers the request too).
-            if answered
-                || !view.leases.contains_key(&req.by)
-                || req.by == *n
-                || !view.leases.contains_key(n)
-            {
-                continue;
-            }
             let mut attempts = view.fence.get(n).cloned().unwrap_or_default();
             for (i, steps) in node.fencing.iter().enumerate() {
                 let ((ok, error, devices), _) = keeping_lease(
@@ -553,6 +543,50 @@ pub async fn run(
     }
 }
 
+/// Which fence requests (DRBD's fence-peer handler, one per target node) to carry out this
+/// round, in order. Each is carried out once: not when the target already has an attempt
+/// since the request. Only a live member of the cluster may ask, and not one fenced since it
+/// asked; a node already without a lease is the planner's to fence (its attempt answers the
+/// request too); a node that comes back this round (`back`) is not fenced on an old request.
+/// The first to ask wins: when both sides of a cut replication link ask to fence each other,
+/// only the earlier request is carried out. None while placement is frozen (`maintenance`)
+/// or fencing is turned off: the planner fences nothing then either.
+fn fence_requests_to_carry_out<'a>(
+    d: &Desired,
+    view: &'a ClusterView,
+    maintenance: bool,
+    back: &std::collections::BTreeSet<String>,
+) -> Vec<(&'a String, &'a crate::store::cluster::FenceRequestRecord)> {
+    if maintenance || d.cluster.fencing == crate::manifest::cluster::FencingPolicy::Disabled {
+        return Vec::new();
+    }
+    let mut requests: Vec<_> = view.fence_requests.iter().collect();
+    requests.sort_by(|(a, x), (b, y)| (x.at, a).cmp(&(y.at, b)));
+    let attempted_since = |who: &str, at: Time, ok_only: bool| {
+        view.fence
+            .get(who)
+            .is_some_and(|a| a.iter().any(|x| x.at >= at && (x.ok || !ok_only)))
+    };
+    let mut targets = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for (n, req) in requests {
+        if !d.nodes.contains_key(n)
+            || attempted_since(n, req.at, false)
+            || !view.leases.contains_key(&req.by)
+            || attempted_since(&req.by, req.at, true)
+            || targets.contains(&req.by)
+            || req.by == *n
+            || !view.leases.contains_key(n)
+            || back.contains(n)
+        {
+            continue;
+        }
+        targets.insert(n.clone());
+        out.push((n, req));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,6 +625,72 @@ mod tests {
             !prev.assignments.contains_key("witness"),
             "a fresh agent gets generation 1"
         );
+    }
+
+    fn request(by: &str, at: u64) -> crate::store::cluster::FenceRequestRecord {
+        crate::store::cluster::FenceRequestRecord {
+            by: by.into(),
+            resource: "www".into(),
+            at: Time(at),
+        }
+    }
+
+    fn chosen(
+        d: &Desired,
+        view: &ClusterView,
+        maintenance: bool,
+        back: &[&str],
+    ) -> Vec<(String, String)> {
+        let back = back.iter().map(|s| s.to_string()).collect();
+        fence_requests_to_carry_out(d, view, maintenance, &back)
+            .into_iter()
+            .map(|(n, r)| (n.clone(), r.by.clone()))
+            .collect()
+    }
+
+    /// The fence requests of DRBD's fence-peer handler: carried out once, the first asker
+    /// winning, never against a node that just came back, and not while placement is frozen
+    /// or fencing is off.
+    #[test]
+    fn fence_requests_first_asker_wins_and_returning_nodes_are_spared() {
+        let mut d = crate::model::reference_desired();
+        let mut view = ClusterView::default();
+        for n in ["alpha", "beta", "witness"] {
+            view.leases.insert(n.into(), ());
+        }
+        // A cut replication link: both hypervisors ask to fence each other.
+        view.fence_requests
+            .insert("beta".into(), request("alpha", 5));
+        view.fence_requests
+            .insert("alpha".into(), request("beta", 7));
+        assert_eq!(
+            chosen(&d, &view, false, &[]),
+            vec![("beta".to_string(), "alpha".to_string())]
+        );
+        // Carried out once: an attempt since the request answers it; and one who was fenced
+        // since it asked may no longer have its own request carried out.
+        view.fence.insert(
+            "beta".into(),
+            vec![FenceAttempt {
+                level: 1,
+                device: "beta-ipmi".into(),
+                at: Time(6),
+                ok: true,
+                error: None,
+            }],
+        );
+        view.fence_requests
+            .insert("alpha".into(), request("beta", 5));
+        assert_eq!(chosen(&d, &view, false, &[]), vec![]);
+        // A node that comes back this round is not fenced on its old request.
+        view.fence.clear();
+        view.fence_requests.remove("alpha");
+        assert_eq!(chosen(&d, &view, false, &["beta"]), vec![]);
+        assert_eq!(chosen(&d, &view, false, &[]).len(), 1);
+        // Frozen placement, or fencing off: nothing.
+        assert_eq!(chosen(&d, &view, true, &[]), vec![]);
+        d.cluster.fencing = crate::manifest::cluster::FencingPolicy::Disabled;
+        assert_eq!(chosen(&d, &view, false, &[]), vec![]);
     }
 
     /// A fence call that outlasts the lease TTL keeps the leader's lease alive (before, the

@@ -146,29 +146,7 @@ fn parse_file(file: usize, text: &str) -> ParsedFile {
 }
 
 fn parse_all(texts: &[(usize, Arc<str>)]) -> Vec<ParsedFile> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
-    if threads == 1 || texts.len() < 64 {
-        return texts.iter().map(|(f, t)| parse_file(*f, t)).collect();
-    }
-    let chunk = texts.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = texts
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(f, t)| parse_file(*f, t))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a YAML parsing thread panicked"))
-            .collect()
-    })
+    crate::par::par_map(texts, |(f, t)| parse_file(*f, t))
 }
 
 fn load_file(set: &mut ManifestSet, diags: &mut Vec<Diagnostic>, file: usize, parsed: ParsedFile) {

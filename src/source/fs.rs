@@ -46,33 +46,7 @@ pub fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
 /// Read the files at `wanted` in `files`, on every core: opening and reading thousands of small
 /// files is system time per file (about 25 µs each here), which threads overlap.
 fn read_all(files: &mut [RawFile], wanted: &[usize]) {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
-    if threads == 1 || wanted.len() < 64 {
-        for &i in wanted {
-            files[i].content = read_limited(&files[i].path);
-        }
-        return;
-    }
-    let chunk = wanted.len().div_ceil(threads);
-    let contents: Vec<Result<Vec<u8>, String>> = std::thread::scope(|scope| {
-        let files = &*files;
-        let handles: Vec<_> = wanted
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|&i| read_limited(&files[i].path))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a file reading thread panicked"))
-            .collect()
-    });
+    let contents = crate::par::par_map(wanted, |&i| read_limited(&files[i].path));
     for (&i, content) in wanted.iter().zip(contents) {
         files[i].content = content;
     }

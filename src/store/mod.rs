@@ -671,6 +671,22 @@ fn check_branch(ops: &[Op]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Make the watch on `key` if there is none, giving up after a short while (a dying store
+/// must not hold up the loop that asks). Whether a new watch was made.
+pub async fn ensure_watch(store: &dyn Store, key: &[u8], w: &mut Option<WatchStream>) -> bool {
+    if w.is_some() {
+        return false;
+    }
+    *w = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        store.watch(key, None),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok);
+    w.is_some()
+}
+
 /// The next event of a watch that may not exist (yet): never resolves without one, so a
 /// `select!` branch on it simply stays idle until the watch is made.
 pub async fn next_event(w: &mut Option<WatchStream>) -> Option<Result<WatchResponse, StoreError>> {

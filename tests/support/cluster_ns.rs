@@ -1098,34 +1098,18 @@ impl NsCluster {
             self.status_errors += 1;
             return None;
         }
-        let s: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let s: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "rampart status -o json printed something that is not JSON ({e}):\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
         self.check(&s);
         Some(s)
     }
 
     fn check(&mut self, s: &Value) {
-        let mut broken = Vec::new();
-        for (vm, l) in obj(&s["vms"]) {
-            if l["running_on"].as_array().map_or(0, Vec::len) > 1 {
-                broken.push(format!("S1: vm {vm} runs on {}", l["running_on"]));
-            }
-        }
-        for (vip, on) in obj(&s["vips"]) {
-            if on.as_array().map_or(0, Vec::len) > 1 {
-                broken.push(format!("S1: address {vip} is held by {on}"));
-            }
-        }
-        for (n, x) in obj(&s["nodes"]) {
-            if let Some(g) = x["assigned_generation"].as_u64() {
-                let max = self.max_generation.entry(n.clone()).or_default();
-                if g < *max {
-                    broken.push(format!(
-                        "S4: the assignment of {n} went back from {max} to {g}"
-                    ));
-                }
-                *max = (*max).max(g);
-            }
-        }
+        let broken = crate::status_check::violations(s, &mut self.max_generation);
         if !broken.is_empty() {
             panic!(
                 "{}\nstatus: {}\n{}",
