@@ -382,9 +382,9 @@ pub async fn run(
 
 /// Keep the node's lease, beside the reconcile loop so that nothing the agent does on its host
 /// (a VM that takes a minute to shut down, a store call retried for its whole budget) delays
-/// a renewal. Publishes, from its first try on, until when the lease may be counted on: one
-/// renew interval short of its end as last renewed, which leaves that interval to stop
-/// everything (S3); `Some(None)` while there is no lease. Never returns.
+/// a renewal. Publishes, from its first try on, until when the lease may be counted on: its
+/// last renewal plus [`lease_margin`], which leaves the rest of the TTL to stop everything
+/// (S3); `Some(None)` while there is no lease. Never returns.
 async fn keep_lease(
     cs: &ClusterStore,
     drivers: &Drivers,

@@ -237,18 +237,14 @@ pub async fn fence_off(
     // exit 0, and fail otherwise (`power_wait`, `power_timeout`). Asking `status` again
     // would only repeat that check, at the cost of another agent run in every failover's
     // outage; Pacemaker's fencer trusts the exit code the same way.
-    let confirm = |r: &Run| match r.code() {
-        Some(2) => Some(PowerState::Off),
-        Some(0) => Some(PowerState::On),
-        _ => None,
-    };
     if off.code() == Some(0) {
         return Ok(Outcome { warning: None });
     }
     // `off` failed. A node the device reports off is fenced all the same.
     if !remaining.is_zero() {
         if let Ok(st) = run(&p.path, &status_input, remaining).await {
-            if confirm(&st) == Some(PowerState::Off) {
+            // The fence agent protocol: `status` exits 2 for off.
+            if st.code() == Some(2) {
                 return Ok(Outcome {
                     warning: Some(format!(
                         "{} `off` failed ({}{}), but `status` reports the node off",

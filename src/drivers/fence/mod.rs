@@ -10,9 +10,9 @@
 //! on a positive answer that the node is off:
 //! - **fence agent** ([`agent`]): `/usr/sbin/<name>` with `key=value` lines on stdin
 //!   (`action=off` first, then `plug=`, the parameters, the credentials; never on the command
-//!   line). Exit 0 is fenced. After a failed `off` the agent is asked for `status`: a node
-//!   reported off (exit 2) counts as fenced. After a successful `off` a `status` that says the
-//!   node is still on (exit 0) turns the success into an error.
+//!   line). Exit 0 of `off` is fenced: standard agents poll the power status until it reads
+//!   off before they exit 0 (as Pacemaker's fencer trusts). After a failed `off` the agent is
+//!   asked for `status`: a node reported off (exit 2) counts as fenced.
 //! - **Redfish** ([`redfish`]): `PowerState` of the ComputerSystem; `Off` is fenced, else
 //!   `ComputerSystem.Reset` with `ForceOff`, then `PowerState` polled until `Off`.
 //!

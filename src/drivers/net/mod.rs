@@ -25,9 +25,9 @@
 //!   `arp_interval_ms` apart; the first round leaves right after the address is added, and
 //!   `add` returns after the first round; the rest follow in the background and stop when the
 //!   address is removed (`arp_count: 0` announces nothing).
-//!   A moving VIP is down for the remove, the probe wait and the add: with the default 150 ms
-//!   wait the tests measure a client outage of ~170 ms, and the client reaches the new holder
-//!   before its `add` returns.
+//!   A moving VIP is down for the remove, the probe wait and the add (the probe can start
+//!   early, with [`Addresses::prepare`]): with the default 60 ms wait the tests measure a
+//!   client outage of ~72 ms, and the client reaches the new holder before its `add` returns.
 //! - **remove** deletes the gateway route (if configured and present), then the address.
 //!   Absent address, route or interface: `Ok`.
 //!
