@@ -1063,6 +1063,14 @@ impl NsCluster {
         self.lan.ip_in(&br, &["link", "set", &port, "up"]);
     }
 
+    /// Node `n` can no longer reach the BMCs (a `prohibit` route in its namespace: a fence
+    /// agent it runs fails at once) while everything else on the LAN still can.
+    pub fn block_bmcs_from(&mut self, n: &str) {
+        let ns = self.node(n).host.netns.clone();
+        let bmc = format!("{}/32", self.bmc_host.address);
+        self.lan.ip_in(&ns, &["route", "add", "prohibit", &bmc]);
+    }
+
     /// The domains running on a hypervisor's libvirtd (none when it is down).
     pub fn running_domains(&self, n: &str) -> BTreeSet<String> {
         running_domains(self.node(n).libvirtd.as_ref().map(|l| l.test_uri()))
