@@ -308,6 +308,59 @@ fn returning_node_rejoins_and_gets_nothing_back() {
     c.assert_safe();
 }
 
+/// Heartbeats: with `heartbeatTimeout` set, a crashed hypervisor is found by the silence of
+/// its agent, its lease revoked and the node fenced long before the lease could run out
+/// (20 s here, renewed every 2 s: it cannot expire within 18 s of the crash, and the test
+/// asks for the whole failover within 12). While everyone answers, nobody is fenced.
+#[test]
+fn silent_hypervisor_is_fenced_before_its_lease_runs_out() {
+    let _g = serial();
+    let timing = Timing {
+        lease_ttl: Duration::from_secs(20),
+        renew: Duration::from_secs(2),
+        heartbeat: Some(Duration::from_millis(500)),
+        ..Timing::test()
+    };
+    let mut c = NsCluster::start("hbeat", timing);
+    let s = c.status().expect("status");
+    // Not the leader's node: a new leader would wait out the old one's 20 s lease.
+    let leader = s["leader"].as_str().expect("a leader").to_string();
+    let www = host_of(&s, "www");
+    let victim = if www != leader {
+        www
+    } else {
+        other(&www).to_string()
+    };
+    let survivor = other(&victim).to_string();
+    let before = placement(&s);
+    c.hold(
+        "no false alarm while every agent answers",
+        Duration::from_secs(3),
+        move |s| unchanged(s, &before) && acknowledged(s, &NODES),
+    );
+    assert!(c.bmc_actions("alpha").is_empty() && c.bmc_actions("beta").is_empty());
+    let t = c.crash(&victim);
+    let (s, took) = c.wait_from(
+        t,
+        "the silent node is fenced and its work moves (its lease still runs)",
+        Duration::from_secs(12),
+        |s| failed_over(s, &victim) && fenced(s, &victim),
+    );
+    eprintln!("[hbeat] {victim} crashed: fenced and failed over in {took:.2?} (lease TTL 20 s)");
+    assert!(
+        lease(&s, &victim) != "alive",
+        "{victim}'s lease is revoked: {}",
+        pretty(&s)
+    );
+    assert_eq!(c.bmc_actions(&victim), ["power off"], "fenced once");
+    assert!(
+        c.bmc_actions(&survivor).is_empty(),
+        "the survivor was not fenced"
+    );
+    assert!(c.holds(&survivor, "www") && !c.holds(&victim, "www"));
+    c.assert_safe();
+}
+
 /// The leading controller is killed while a failover is under way: another controller
 /// finishes it. The leader cannot reach the BMCs, so its fencing fails (it is under way and
 /// cannot finish); once the status says so, it is killed, and the next leader must fence.
@@ -743,13 +796,21 @@ fn failover_benchmark() {
         .parse()
         .expect("RAMPART_BENCH_ROUNDS");
     let mut lines = Vec::new();
-    for profile in env_or("RAMPART_BENCH_PROFILES", "fast,default,keepalived").split(',') {
+    for profile in env_or(
+        "RAMPART_BENCH_PROFILES",
+        "fast,fast-heartbeat,default,keepalived",
+    )
+    .split(',')
+    {
         let outages = match profile {
             "fast" => rampart_outages("bench-fast", Timing::fast(), rounds),
+            "fast-heartbeat" => rampart_outages("bench-fasthb", Timing::fast_heartbeat(), rounds),
             "test" => rampart_outages("bench-test", Timing::test(), rounds),
             "default" => rampart_outages("bench-default", Timing::defaults(), rounds),
             "keepalived" => keepalived_outages(rounds),
-            other => panic!("unknown profile {other}: fast, test, default or keepalived"),
+            other => {
+                panic!("unknown profile {other}: fast, fast-heartbeat, test, default or keepalived")
+            }
         };
         let line = summary(profile, &outages);
         eprintln!("{line}");
@@ -770,6 +831,7 @@ fn manual_cluster() {
     let stop = std::env::var("RAMPART_NSCLUSTER_STOP").ok();
     let timing = match env_or("RAMPART_NSCLUSTER_TIMING", "test").as_str() {
         "fast" => Timing::fast(),
+        "fast-heartbeat" => Timing::fast_heartbeat(),
         "default" => Timing::defaults(),
         _ => Timing::test(),
     };

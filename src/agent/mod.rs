@@ -4,6 +4,7 @@
 //! that holds the lease, watches the assignment and runs the actions through the drivers
 //! builds on it.
 
+pub mod heartbeat;
 pub mod local;
 pub mod runtime;
 pub mod watchdog;

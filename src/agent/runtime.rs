@@ -38,6 +38,10 @@ pub struct AgentOptions {
     /// Feed the watchdog device the node's configuration names. Off for simulated hosts:
     /// their node's real watchdog is none of their business.
     pub watchdog: bool,
+    /// Where this agent answers the controller's heartbeat probes (already bound: see
+    /// [`crate::agent::heartbeat`]); published in its lease key. None: no heartbeats, the node
+    /// is found lost by its lease alone.
+    pub heartbeat: Option<std::net::SocketAddr>,
 }
 
 /// Something worth showing an operator, from an agent or the controller.
@@ -423,7 +427,14 @@ async fn keep_lease(
                             cs.report_key(&opts.node),
                             serde_json::to_vec(&report).expect("reports serialize"),
                         ),
-                        Op::put_with_lease(cs.lease_key(&opts.node), b"alive".to_vec(), lease),
+                        Op::put_with_lease(
+                            cs.lease_key(&opts.node),
+                            crate::store::cluster::LeaseValue {
+                                heartbeat: opts.heartbeat,
+                            }
+                            .encode(),
+                            lease,
+                        ),
                     ]);
                     cs.store.txn(txn).await.map_err(|e| e.to_string())?;
                     Ok(lease)

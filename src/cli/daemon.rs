@@ -94,6 +94,11 @@ pub struct AgentArgs {
     /// Serve /healthz, /status and /metrics here.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Answer the controller's heartbeat probes on this UDP address (the node's address on
+    /// the cluster network, e.g. 10.0.0.11:7712). Used when the Cluster sets
+    /// `timing.heartbeatTimeout`; without it the node is found lost by its lease alone.
+    #[arg(long, value_name = "ADDR")]
+    pub heartbeat: Option<SocketAddr>,
     /// Wait this long for the controller to publish the cluster's settings.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub wait_for_controller: Duration,
@@ -277,6 +282,7 @@ fn empty_desired() -> Desired {
             lease_ttl: Duration::from_secs(10),
             renew_interval: Duration::from_secs(2),
             fence_timeout: Duration::from_secs(60),
+            heartbeat_timeout: None,
             no_quorum: Default::default(),
             failback: Default::default(),
             maintenance: false,
@@ -341,6 +347,20 @@ pub fn agent(args: AgentArgs) -> u8 {
         if let Err(c) = serve(args.listen, api::router(Arc::new(AgentServed(stats.clone())))).await {
             return c;
         }
+        let heartbeat = match args.heartbeat {
+            None => None,
+            Some(addr) => match crate::agent::heartbeat::bind(addr).await {
+                Ok(socket) => {
+                    let local = socket.local_addr().unwrap_or(addr);
+                    tokio::spawn(crate::agent::heartbeat::answer(socket, args.node.clone()));
+                    Some(local)
+                }
+                Err(e) => {
+                    eprintln!("rampart agent: cannot answer heartbeats on {addr}: {e}");
+                    return EXIT_ERROR;
+                }
+            },
+        };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         print_events(rx);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -351,6 +371,7 @@ pub fn agent(args: AgentArgs) -> u8 {
             tick: (renew_interval / 4).max(Duration::from_millis(20)),
             poll: renew_interval,
             watchdog: args.drivers == DriverKind::Real && !args.no_watchdog,
+            heartbeat,
         };
         let (drivers, what) = match host_drivers(&args, &shared).await {
             Ok(d) => d,

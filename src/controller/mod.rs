@@ -18,6 +18,7 @@ use crate::store::cluster::{ClusterStore, ClusterView};
 use crate::store::{ensure_watch, next_event, LeaseId, Op, WatchStream};
 use futures_util::FutureExt;
 
+pub mod heartbeat;
 pub mod store_leader;
 
 /// One validated revision of the manifests, as the controller applies it.
@@ -201,9 +202,32 @@ pub async fn run(
     // When this controller, leading, may next look at where the store's leader runs.
     let store_leader_next = Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
     let config_prefix = cs.key("config/");
+    // Heartbeats (when the Cluster asks for them): whom the monitor probes is set by each
+    // round while this controller leads, and cleared when it stops leading.
+    let (heartbeat_targets, mut silent) = heartbeat::spawn();
+    let mut heartbeat_leader = false;
     loop {
+        if heartbeat_leader != elected.is_some() {
+            heartbeat_leader = elected.is_some();
+            if !heartbeat_leader {
+                heartbeat_targets.send_replace(heartbeat::Targets::default());
+            }
+        }
         tokio::select! {
             _ = ticker.tick() => quiet_ticks += 1,
+            Some(s) = silent.recv() => {
+                // Only a leader revokes; the lease named is the one that went silent (a node
+                // back with a new lease has another, and the revoke fails harmlessly).
+                if elected.is_some() && cs.store.revoke(s.lease).await.is_ok() {
+                    let m = format!(
+                        "node {} answered no heartbeat for {:?}: its lease {} revoked",
+                        s.node, s.for_, s.lease
+                    );
+                    tracing::warn!("{m}");
+                    emit(m);
+                    dirty = true;
+                }
+            }
             _ = stop.changed() => {}
             r = revisions.changed(), if source_open => {
                 // A closed source leaves the last revision in force.
@@ -312,6 +336,12 @@ pub async fn run(
                 continue;
             }
         };
+        heartbeat_targets.send_if_modified(|t| {
+            let new = heartbeat::targets(&d, &view);
+            let changed = *t != new;
+            *t = new;
+            changed
+        });
         let now = clock();
         let (observed, lost_nodes) = observed_from(&view, &d, now);
         // Record when each node was first seen lost, and clear the record of nodes back alive.
@@ -656,7 +686,7 @@ mod tests {
         let mut d = crate::model::reference_desired();
         let mut view = ClusterView::default();
         for n in ["alpha", "beta", "witness"] {
-            view.leases.insert(n.into(), ());
+            view.leases.insert(n.into(), Default::default());
         }
         // A cut replication link: both hypervisors ask to fence each other.
         view.fence_requests

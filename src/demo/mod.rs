@@ -161,6 +161,7 @@ pub async fn run(mut desired: Desired, opts: DemoOptions) -> DemoOutcome {
             tick,
             poll: d.cluster.renew_interval,
             watchdog: false,
+            heartbeat: None,
         };
         running.handles.push(tokio::spawn(agent::run(
             cs.clone(),

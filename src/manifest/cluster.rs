@@ -46,6 +46,15 @@ pub struct Timing {
     /// How long a VM gets to reach `running` after it was started.
     #[serde(default = "Timing::default_start_timeout")]
     pub start_timeout: Duration,
+    /// Find a dead hypervisor sooner than its lease: the leading controller probes every
+    /// fenceable node's agent (UDP, four probes per timeout) and, when one that has answered
+    /// stays silent this long, revokes its lease, which starts fencing at once (corosync's
+    /// token timeout plays this part in a Pacemaker cluster). Work still moves only after
+    /// the node is confirmed off, so a false alarm costs a fenced node, never safety. Used
+    /// only with `fencing: required`, for nodes with fencing levels and no watchdog. Off when
+    /// unset; must be shorter than `leaseTTL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_timeout: Option<Duration>,
 }
 
 impl Timing {
@@ -74,6 +83,7 @@ impl Default for Timing {
             fence_timeout: Self::default_fence_timeout(),
             stop_timeout: Self::default_stop_timeout(),
             start_timeout: Self::default_start_timeout(),
+            heartbeat_timeout: None,
         }
     }
 }

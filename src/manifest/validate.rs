@@ -455,6 +455,40 @@ impl<'a> Validator<'a> {
                 .hint(format!("make renewInterval at most a third of leaseTTL ({third} or less)")),
             );
         }
+        if let Some(h) = t.heartbeat_timeout {
+            let at = o.at("spec.timing.heartbeatTimeout");
+            if h.0 < std::time::Duration::from_millis(100) {
+                self.push(
+                    Diagnostic::error(
+                        "timing",
+                        at,
+                        format!("heartbeatTimeout {h} is too short: a busy host or a dropped packet or two would get a healthy node fenced"),
+                    )
+                    .hint("use 100ms or more (corosync's token timeout is 1s to 3s), or remove it"),
+                );
+            } else if !t.lease_ttl.is_zero() && h.0 >= t.lease_ttl.0 {
+                self.push(
+                    Diagnostic::error(
+                        "timing",
+                        at,
+                        format!(
+                            "heartbeatTimeout {h} is not shorter than leaseTTL {}: the lease would always find a dead node first",
+                            t.lease_ttl
+                        ),
+                    )
+                    .hint(format!("make it shorter than {} or remove it", t.lease_ttl)),
+                );
+            } else if spec.fencing == FencingPolicy::Disabled {
+                self.push(
+                    Diagnostic::warning(
+                        "timing",
+                        at,
+                        "heartbeatTimeout is not used with `fencing: disabled`: only a confirmed fence lets work leave a node before its lease runs out",
+                    )
+                    .hint("remove it, or set `fencing: required`"),
+                );
+            }
+        }
         if spec.fencing == FencingPolicy::Disabled {
             self.push(
                 Diagnostic::warning(

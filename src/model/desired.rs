@@ -18,6 +18,10 @@ pub struct ClusterPolicy {
     pub lease_ttl: Duration,
     pub renew_interval: Duration,
     pub fence_timeout: Duration,
+    /// Silence after which the controller takes a fenceable node for dead (see
+    /// [`crate::controller::heartbeat`]); None: leases alone.
+    #[serde(default)]
+    pub heartbeat_timeout: Option<Duration>,
     pub no_quorum: NoQuorumPolicy,
     pub failback: Failback,
     pub maintenance: bool,
@@ -154,6 +158,7 @@ impl Desired {
             lease_ttl: t.lease_ttl.0,
             renew_interval: t.renew_interval.0,
             fence_timeout: t.fence_timeout.0,
+            heartbeat_timeout: t.heartbeat_timeout.map(|h| h.0),
             no_quorum: c.spec.no_quorum_policy,
             failback: c.spec.failback,
             maintenance: c.spec.maintenance,

@@ -40,7 +40,8 @@ pub enum StateError {
 #[derive(Debug, Clone, Default)]
 pub struct ClusterView {
     pub revision: i64,
-    pub leases: BTreeMap<String, ()>,
+    /// Live node leases: each node's lease key, while it exists.
+    pub leases: BTreeMap<String, NodeLease>,
     pub lost: BTreeMap<String, Time>,
     pub fence: BTreeMap<String, Vec<FenceAttempt>>,
     pub assignments: BTreeMap<String, Assignment>,
@@ -58,6 +59,31 @@ pub struct ClusterView {
     pub fence_requests: BTreeMap<String, FenceRequestRecord>,
     /// Keys whose values did not decode.
     pub garbage: Vec<String>,
+}
+
+/// A node's live lease as its key shows it: the lease, the revision that created the key (one
+/// per lease: a node back with a new lease has a new one), and where its agent answers
+/// heartbeats, if it does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeLease {
+    pub id: Option<LeaseId>,
+    pub created: i64,
+    pub heartbeat: Option<std::net::SocketAddr>,
+}
+
+/// The lease key's value, as the agent writes it. (Agents before heartbeats wrote `alive`:
+/// any value that does not decode is a lease without a heartbeat address.)
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseValue {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<std::net::SocketAddr>,
+}
+
+impl LeaseValue {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("lease values serialize")
+    }
 }
 
 /// A request to fence a node that is not (yet) lost: DRBD's `fence-peer` handler on a
@@ -223,7 +249,15 @@ impl ClusterStore {
             }
             match parts.as_slice() {
                 ["nodes", n, "lease"] => {
-                    v.leases.insert(n.to_string(), ());
+                    let value: LeaseValue = dec(&kv.value).unwrap_or_default();
+                    v.leases.insert(
+                        n.to_string(),
+                        NodeLease {
+                            id: kv.lease,
+                            created: kv.create_revision,
+                            heartbeat: value.heartbeat,
+                        },
+                    );
                 }
                 ["lost", n] => match dec(&kv.value) {
                     Ok(t) => {

@@ -71,6 +71,7 @@ const ETCD_CLIENT_PORT: u16 = 2379;
 const ETCD_PEER_PORT: u16 = 2380;
 const AGENT_PORT: u16 = 7710;
 const CONTROLLER_PORT: u16 = 7711;
+const HEARTBEAT_PORT: u16 = 7712;
 const BMC_BASE_PORT: u16 = 6230;
 const BMC_USER: &str = "rampartfence";
 
@@ -95,6 +96,9 @@ pub struct Timing {
     /// etcd's `--heartbeat-interval` and `--election-timeout`, in ms.
     pub etcd_heartbeat_ms: u64,
     pub etcd_election_ms: u64,
+    /// The Cluster's `heartbeatTimeout` (agents always answer probes; the controller sends
+    /// them only when this is set).
+    pub heartbeat: Option<Duration>,
 }
 
 impl Timing {
@@ -108,6 +112,7 @@ impl Timing {
             arp_interval: Duration::from_millis(100),
             etcd_heartbeat_ms: 50,
             etcd_election_ms: 500,
+            heartbeat: None,
         }
     }
     /// The fast profile: 1 s lease.
@@ -116,6 +121,13 @@ impl Timing {
             lease_ttl: Duration::from_secs(1),
             renew: Duration::from_millis(250),
             ..Timing::test()
+        }
+    }
+    /// The fast profile with heartbeats: a node silent for 300 ms is revoked and fenced.
+    pub fn fast_heartbeat() -> Timing {
+        Timing {
+            heartbeat: Some(Duration::from_millis(300)),
+            ..Timing::fast()
         }
     }
     /// Rampart's defaults (10 s lease, renew every 2 s).
@@ -128,6 +140,7 @@ impl Timing {
             arp_interval: Duration::from_millis(200),
             etcd_heartbeat_ms: 100,
             etcd_election_ms: 1000,
+            heartbeat: None,
         }
     }
 }
@@ -334,10 +347,14 @@ pub fn manifests(
     let mut out = vec![(
         "manifests/cluster.yaml".to_string(),
         format!(
-            "{head}kind: Cluster\nmetadata:\n  name: nsc\nspec:\n  timing:\n    leaseTTL: {}\n    renewInterval: {}\n    fenceTimeout: {}\n    stopTimeout: 2s\n    startTimeout: 10s\n  noQuorumPolicy: stop\n  failback: none\n  fencing: required\n",
+            "{head}kind: Cluster\nmetadata:\n  name: nsc\nspec:\n  timing:\n    leaseTTL: {}\n    renewInterval: {}\n    fenceTimeout: {}\n    stopTimeout: 2s\n    startTimeout: 10s\n{}  noQuorumPolicy: stop\n  failback: none\n  fencing: required\n",
             ms(timing.lease_ttl),
             ms(timing.renew),
-            ms(timing.fence_timeout)
+            ms(timing.fence_timeout),
+            timing
+                .heartbeat
+                .map(|h| format!("    heartbeatTimeout: {}\n", ms(h)))
+                .unwrap_or_default()
         ),
     )];
     for (i, n) in HYPERVISORS.iter().enumerate() {
@@ -963,6 +980,8 @@ impl NsCluster {
             "--no-watchdog",
             "--listen",
             &format!("{a}:{AGENT_PORT}"),
+            "--heartbeat",
+            &format!("{a}:{HEARTBEAT_PORT}"),
             "--drbd-res-dir",
             &self.node(n).dir.join("drbd.d").display().to_string(),
         ]
