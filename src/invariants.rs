@@ -73,9 +73,10 @@ fn safe(d: &Desired, o: &Observed, prev: &Placement, node: &str, now: Time) -> b
         return true;
     }
     let watchdog = d.nodes.get(node).and_then(|n| n.watchdog);
+    let end = no.lease_end(since, d.cluster.lease_ttl);
     match (watchdog, d.cluster.fencing) {
-        (Some(w), _) => now >= since.plus(w),
-        (None, FencingPolicy::Disabled) => now >= since,
+        (Some(w), _) => now >= end.plus(w),
+        (None, FencingPolicy::Disabled) => now >= end,
         (None, FencingPolicy::Required) => false,
     }
 }
@@ -371,6 +372,7 @@ mod tests {
                 lease: Lease::Never,
                 fence_attempts: vec![],
                 report: None,
+                lease_revoked: None,
             },
         );
         let mut prev = Placement::default();
@@ -409,6 +411,7 @@ mod tests {
         NodeObserved {
             lease: Lease::Alive,
             fence_attempts: Vec::new(),
+            lease_revoked: None,
             report: Some(HostReport {
                 generation,
                 vms: vms

@@ -290,6 +290,7 @@ pub fn steady_observed(
             NodeObserved {
                 lease: Lease::Alive,
                 fence_attempts: Vec::new(),
+                lease_revoked: None,
                 report: Some(report),
             },
         );

@@ -25,7 +25,8 @@ pub async fn answer(socket: UdpSocket, node: String) {
     let mut buf = [0u8; 512];
     loop {
         let Ok((n, from)) = socket.recv_from(&mut buf).await else {
-            // An ICMP error from an earlier answer, or a signal: keep serving.
+            // An ICMP error from an earlier answer: keep serving (never in a tight loop).
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             continue;
         };
         if is_probe_for(&buf[..n], &node) {

@@ -301,6 +301,13 @@ pub fn agent(args: AgentArgs) -> u8 {
         eprintln!("rampart agent: --simulate picks parts to simulate among real drivers; with --drivers sim everything is simulated already");
         return EXIT_ERROR;
     }
+    if let Some(a) = args
+        .heartbeat
+        .filter(|a| a.ip().is_unspecified() || a.port() == 0)
+    {
+        eprintln!("rampart agent: --heartbeat {a}: give this node's own address on the cluster network and a fixed port (e.g. 10.0.0.11:7712); the controller probes the address the agent publishes, and {a} is nowhere it can reach");
+        return EXIT_ERROR;
+    }
     let cs = match connect(&args.store.store) {
         Ok(c) => c,
         Err(e) => {
@@ -313,6 +320,22 @@ pub fn agent(args: AgentArgs) -> u8 {
         Err(c) => return c,
     };
     rt.block_on(async move {
+        // Heartbeats first: an agent restarted after a crash answers again as soon as it can
+        // (its node's old lease, if still alive, names the same address).
+        let heartbeat = match args.heartbeat {
+            None => None,
+            Some(addr) => match crate::agent::heartbeat::bind(addr).await {
+                Ok(socket) => {
+                    let local = socket.local_addr().unwrap_or(addr);
+                    tokio::spawn(crate::agent::heartbeat::answer(socket, args.node.clone()));
+                    Some(local)
+                }
+                Err(e) => {
+                    eprintln!("rampart agent: cannot answer heartbeats on {addr}: {e}");
+                    return EXIT_ERROR;
+                }
+            },
+        };
         // The node boots: a simulated power-off from before is over.
         let off = power_off_key(&cs, &args.node);
         let _ = cs.store.delete(&off).await;
@@ -347,20 +370,6 @@ pub fn agent(args: AgentArgs) -> u8 {
         if let Err(c) = serve(args.listen, api::router(Arc::new(AgentServed(stats.clone())))).await {
             return c;
         }
-        let heartbeat = match args.heartbeat {
-            None => None,
-            Some(addr) => match crate::agent::heartbeat::bind(addr).await {
-                Ok(socket) => {
-                    let local = socket.local_addr().unwrap_or(addr);
-                    tokio::spawn(crate::agent::heartbeat::answer(socket, args.node.clone()));
-                    Some(local)
-                }
-                Err(e) => {
-                    eprintln!("rampart agent: cannot answer heartbeats on {addr}: {e}");
-                    return EXIT_ERROR;
-                }
-            },
-        };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         print_events(rx);
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -385,8 +394,13 @@ pub fn agent(args: AgentArgs) -> u8 {
         // Simulated power control: a fence request powers this simulated node off.
         loop {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {
+                _ = shutdown_signal() => {
                     println!("agent {} stopping", args.node);
+                    // A stop in order is no alarm: the lease no longer names a heartbeat
+                    // address, so the controller stops probing before the agent goes.
+                    if heartbeat.is_some() {
+                        withdraw_heartbeat(&cs, &args.node).await;
+                    }
                     let _ = stop_tx.send(true);
                     let _ = task.await;
                     return EXIT_OK;
@@ -401,6 +415,44 @@ pub fn agent(args: AgentArgs) -> u8 {
             }
         }
     })
+}
+
+/// SIGINT or SIGTERM (systemd's stop).
+async fn shutdown_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Rewrite the node's lease key without its heartbeat address (same lease, and only if the
+/// key is as read: a lease granted meanwhile is left alone).
+async fn withdraw_heartbeat(cs: &crate::store::cluster::ClusterStore, node: &str) {
+    use crate::store::{Compare, CompareOp, Op, Txn};
+    let key = cs.lease_key(node);
+    let Ok(Some(kv)) = cs.store.get(&key).await else {
+        return;
+    };
+    let Some(lease) = kv.lease else { return };
+    let txn = Txn::new()
+        .when([Compare::mod_revision(
+            key.clone(),
+            CompareOp::Equal,
+            kv.mod_revision,
+        )])
+        .and_then([Op::put_with_lease(
+            key,
+            crate::store::cluster::LeaseValue { heartbeat: None }.encode(),
+            lease,
+        )]);
+    let _ = cs.store.txn(txn).await;
 }
 
 #[derive(Debug, clap::Args)]

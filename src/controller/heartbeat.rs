@@ -19,9 +19,16 @@
 //!
 //! Against false alarms: a node is probed only while it holds a lease it has answered for at
 //! least once (a node whose heartbeat port is firewalled is never revoked, it just gets no
-//! faster detection), and it is overdue only when the monitor itself sent it several probes
-//! since its last answer, and after taking every answer that had already arrived (a monitor
-//! that was not scheduled for a while does not blame the nodes).
+//! faster detection), and only while it may hold something and the cluster is not in
+//! maintenance. It is overdue only when the monitor itself sent it several probes since its
+//! last answer, and after taking every answer that had already arrived (a monitor that was not
+//! scheduled for a while does not blame the nodes). When every node that answered goes silent
+//! at once, the fault is more likely the controller's own (its host's firewall, its link), so
+//! nobody is blamed and the leases decide. The monitor publishes who is silent *now*, so a
+//! node that answers again before the controller acted is not revoked. An agent stopped in
+//! order takes its heartbeat address out of its lease first, so a restart is no alarm; an
+//! agent that crashes and is not back within the timeout gets its node fenced (as a cluster
+//! stack that dies does under Pacemaker).
 //!
 //! The decisions ([`targets`], [`overdue`]) are pure; the task around them only sends and
 //! receives datagrams.
@@ -31,7 +38,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::manifest::cluster::FencingPolicy;
@@ -58,19 +65,28 @@ pub struct Targets {
     pub nodes: BTreeMap<String, Target>,
 }
 
-/// The nodes to probe: with a heartbeat timeout and fencing required, every node with fencing
-/// levels and no watchdog whose live lease names a heartbeat address.
+/// The nodes to probe: with a heartbeat timeout, fencing required and no maintenance, every
+/// node with fencing levels and no watchdog that may hold something and whose live lease
+/// names a heartbeat address.
 pub fn targets(d: &Desired, view: &ClusterView) -> Targets {
     let Some(timeout) = d.cluster.heartbeat_timeout else {
         return Targets::default();
     };
-    if d.cluster.fencing != FencingPolicy::Required {
+    if d.cluster.fencing != FencingPolicy::Required
+        || d.cluster.maintenance
+        || view.operations.maintenance
+    {
         return Targets::default();
     }
     let nodes = d
         .nodes
         .values()
         .filter(|n| !n.fencing.is_empty() && n.watchdog.is_none())
+        .filter(|n| {
+            view.assignments
+                .get(&n.name)
+                .is_some_and(|a| a.may_hold_something())
+        })
         .filter_map(|n| {
             let l = view.leases.get(&n.name)?;
             Some((
@@ -132,8 +148,6 @@ pub struct Tracked {
     pub last_answer: Option<Instant>,
     /// Probes sent since its last answer.
     pub unanswered: u32,
-    /// Already reported overdue for this lease.
-    pub reported: bool,
 }
 
 impl Tracked {
@@ -142,7 +156,6 @@ impl Tracked {
             target,
             last_answer: None,
             unanswered: 0,
-            reported: false,
         }
     }
 }
@@ -155,16 +168,17 @@ pub struct Silent {
     pub for_: Duration,
 }
 
-/// The nodes overdue now: answered during this lease, silent for `timeout` or longer, at least
-/// [`MIN_UNANSWERED`] probes since, and not reported yet.
+/// The nodes overdue now: answered during this lease, silent for `timeout` or longer, with at
+/// least [`MIN_UNANSWERED`] probes sent since. None when two or more nodes answered and all of
+/// them are silent: then the fault is more likely on this side.
 pub fn overdue(
     tracked: &BTreeMap<String, Tracked>,
     now: Instant,
     timeout: Duration,
 ) -> Vec<Silent> {
-    tracked
+    let out: Vec<Silent> = tracked
         .iter()
-        .filter(|(_, t)| !t.reported && t.unanswered >= MIN_UNANSWERED)
+        .filter(|(_, t)| t.unanswered >= MIN_UNANSWERED)
         .filter_map(|(n, t)| {
             let silent = now.saturating_duration_since(t.last_answer?);
             (silent >= timeout).then(|| Silent {
@@ -173,7 +187,12 @@ pub fn overdue(
                 for_: silent,
             })
         })
-        .collect()
+        .collect();
+    let answered = tracked.values().filter(|t| t.last_answer.is_some()).count();
+    if answered >= 2 && out.len() == answered {
+        return Vec::new();
+    }
+    out
 }
 
 /// Take new targets: a node keeps what is known of it while its target is the same (same
@@ -210,15 +229,30 @@ pub fn interval(timeout: Duration) -> Duration {
 }
 
 /// Start the monitor. It probes whatever the last [`Targets`] sent name (none at first) and
-/// reports each silent node once per lease; it ends when the sender is dropped.
-pub fn spawn() -> (watch::Sender<Targets>, mpsc::UnboundedReceiver<Silent>) {
+/// publishes the nodes silent now (a change only when who is silent changes); it ends when
+/// the sender is dropped.
+pub fn spawn() -> (watch::Sender<Targets>, watch::Receiver<Vec<Silent>>) {
     let (targets_tx, targets_rx) = watch::channel(Targets::default());
-    let (silent_tx, silent_rx) = mpsc::unbounded_channel();
+    let (silent_tx, silent_rx) = watch::channel(Vec::new());
     tokio::spawn(monitor(targets_rx, silent_tx));
     (targets_tx, silent_rx)
 }
 
-async fn monitor(mut targets: watch::Receiver<Targets>, silent: mpsc::UnboundedSender<Silent>) {
+/// Publish who is silent, waking the receiver only when the nodes or their leases change.
+fn publish(tx: &watch::Sender<Vec<Silent>>, now: Vec<Silent>) {
+    tx.send_if_modified(|v| {
+        let key = |s: &[Silent]| {
+            s.iter()
+                .map(|x| (x.node.clone(), x.lease))
+                .collect::<Vec<_>>()
+        };
+        let changed = key(v) != key(&now);
+        *v = now;
+        changed
+    });
+}
+
+async fn monitor(mut targets: watch::Receiver<Targets>, silent: watch::Sender<Vec<Silent>>) {
     let mut tracked: BTreeMap<String, Tracked> = BTreeMap::new();
     let mut v4: Option<UdpSocket> = None;
     let mut v6: Option<UdpSocket> = None;
@@ -234,6 +268,8 @@ async fn monitor(mut targets: watch::Receiver<Targets>, silent: mpsc::UnboundedS
                 }
                 let t = targets.borrow_and_update().clone();
                 retarget(&mut tracked, &t);
+                let now = t.timeout.map_or_else(Vec::new, |to| overdue(&tracked, Instant::now(), to));
+                publish(&silent, now);
                 if t.timeout != timeout {
                     timeout = t.timeout;
                     let every = timeout.map_or(Duration::from_secs(3600), interval);
@@ -273,12 +309,7 @@ async fn monitor(mut targets: watch::Receiver<Targets>, silent: mpsc::UnboundedS
                         answered(&mut tracked, &buf[..n], from, Instant::now());
                     }
                 }
-                for s in overdue(&tracked, Instant::now(), timeout) {
-                    if let Some(t) = tracked.get_mut(&s.node) {
-                        t.reported = true;
-                    }
-                    let _ = silent.send(s);
-                }
+                publish(&silent, overdue(&tracked, Instant::now(), timeout));
                 seq += 1;
                 for (n, t) in tracked.iter_mut() {
                     let sock = if t.target.addr.is_ipv4() { &v4 } else { &v6 };
@@ -365,6 +396,9 @@ mod tests {
                     heartbeat: Some(SocketAddr::from(([10, 0, 0, 11 + i as u8], 7712))),
                 },
             );
+            let mut a = crate::model::Assignment::default();
+            a.vips.insert(format!("vip-{n}"));
+            view.assignments.insert(n.clone(), a);
         }
         assert_eq!(
             targets(&d, &view),
@@ -399,6 +433,15 @@ mod tests {
         assert!(!targets(&d, &view).nodes.contains_key(&first));
         view.leases.remove(&first);
         assert!(!targets(&d, &view).nodes.contains_key(&first));
+        // A node told to hold nothing: no point in fencing it sooner.
+        let second = fenceable[1].clone();
+        view.assignments
+            .insert(second.clone(), crate::model::Assignment::default());
+        assert!(!targets(&d, &view).nodes.contains_key(&second));
+        // Maintenance (in the manifests or set by the admin): nobody.
+        view.operations.maintenance = true;
+        assert!(targets(&d, &view).nodes.is_empty());
+        view.operations.maintenance = false;
         // Fencing disabled: nothing.
         d.cluster.fencing = FencingPolicy::Disabled;
         assert!(targets(&d, &view).nodes.is_empty());
@@ -452,20 +495,54 @@ mod tests {
                 for_: timeout
             }]
         );
-        // Reported once per lease.
-        tr.get_mut("alpha").unwrap().reported = true;
-        assert!(overdue(&tr, t0 + Duration::from_secs(9), timeout).is_empty());
+        // Answering again takes it off.
+        answered(&mut tr, &probe, target(7712, 1).addr, t0 + timeout);
+        assert!(overdue(&tr, t0 + timeout, timeout).is_empty());
         // The same target keeps its state; a new lease starts afresh.
         retarget(&mut tr, &with(&[("alpha", target(7712, 1))]));
-        assert!(tr["alpha"].reported);
+        assert!(tr["alpha"].last_answer.is_some());
         retarget(&mut tr, &with(&[("alpha", target(7712, 2))]));
-        assert!(!tr["alpha"].reported && tr["alpha"].last_answer.is_none());
+        assert!(tr["alpha"].last_answer.is_none());
         retarget(&mut tr, &Targets::default());
         assert!(tr.is_empty());
     }
 
+    #[test]
+    fn when_every_answering_node_goes_silent_at_once_nobody_is_blamed() {
+        let timeout = Duration::from_millis(400);
+        let t0 = Instant::now();
+        let mut tr = BTreeMap::new();
+        retarget(
+            &mut tr,
+            &with(&[
+                ("alpha", target(7712, 1)),
+                ("beta", target(7713, 2)),
+                ("gamma", target(7714, 3)),
+            ]),
+        );
+        for (n, t) in tr.iter_mut() {
+            // gamma never answered (its port is closed): it does not count either way.
+            t.last_answer = (n != "gamma").then_some(t0);
+            t.unanswered = MIN_UNANSWERED;
+        }
+        let later = t0 + timeout;
+        assert!(
+            overdue(&tr, later, timeout).is_empty(),
+            "alpha and beta both silent"
+        );
+        tr.get_mut("beta").unwrap().last_answer = Some(later);
+        let s = overdue(&tr, later, timeout);
+        assert_eq!(
+            s.iter().map(|x| x.node.as_str()).collect::<Vec<_>>(),
+            ["alpha"]
+        );
+        // With one node answering at all, its silence counts.
+        tr.remove("beta");
+        assert_eq!(overdue(&tr, later, timeout).len(), 1);
+    }
+
     /// The agent's responder and the monitor over loopback: a live agent is never reported;
-    /// once it stops answering, it is reported once.
+    /// once it stops answering, it is published as silent until its target is withdrawn.
     #[tokio::test]
     async fn monitor_reports_an_agent_that_stops_answering() {
         let sock = crate::agent::heartbeat::bind("127.0.0.1:0".parse().unwrap())
@@ -488,18 +565,31 @@ mod tests {
             .into(),
         })
         .unwrap();
-        // Answering: nothing reported over several timeouts.
-        let quiet = tokio::time::timeout(timeout * 5, rx.recv()).await;
-        assert!(quiet.is_err(), "a live agent was reported: {quiet:?}");
+        // Answering: nobody silent over several timeouts.
+        let quiet = tokio::time::timeout(timeout * 5, rx.changed()).await;
+        assert!(
+            quiet.is_err(),
+            "a live agent was reported: {:?}",
+            *rx.borrow()
+        );
         agent.abort();
-        let s = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        tokio::time::timeout(Duration::from_secs(10), rx.changed())
             .await
             .expect("the silent agent is reported")
             .expect("the monitor runs");
-        assert_eq!((s.node.as_str(), s.lease), ("alpha", LeaseId(0x42)));
-        assert!(s.for_ >= timeout, "{s:?}");
-        // Once per lease.
-        let again = tokio::time::timeout(timeout * 3, rx.recv()).await;
-        assert!(again.is_err(), "reported twice: {again:?}");
+        let s = rx.borrow_and_update().clone();
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert_eq!((s[0].node.as_str(), s[0].lease), ("alpha", LeaseId(0x42)));
+        assert!(s[0].for_ >= timeout, "{s:?}");
+        // Still silent: no new change (the controller is woken once).
+        let again = tokio::time::timeout(timeout * 3, rx.changed()).await;
+        assert!(again.is_err(), "woken again: {:?}", *rx.borrow());
+        // Its target withdrawn (the lease revoked): nobody is silent.
+        tx.send(Targets::default()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), rx.changed())
+            .await
+            .expect("the change is published")
+            .unwrap();
+        assert!(rx.borrow().is_empty());
     }
 }

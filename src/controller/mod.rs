@@ -206,6 +206,7 @@ pub async fn run(
     // round while this controller leads, and cleared when it stops leading.
     let (heartbeat_targets, mut silent) = heartbeat::spawn();
     let mut heartbeat_leader = false;
+    let mut revoked_leases: Vec<LeaseId> = Vec::new();
     loop {
         if heartbeat_leader != elected.is_some() {
             heartbeat_leader = elected.is_some();
@@ -215,17 +216,36 @@ pub async fn run(
         }
         tokio::select! {
             _ = ticker.tick() => quiet_ticks += 1,
-            Some(s) = silent.recv() => {
-                // Only a leader revokes; the lease named is the one that went silent (a node
-                // back with a new lease has another, and the revoke fails harmlessly).
-                if elected.is_some() && cs.store.revoke(s.lease).await.is_ok() {
-                    let m = format!(
-                        "node {} answered no heartbeat for {:?}: its lease {} revoked",
-                        s.node, s.for_, s.lease
-                    );
-                    tracing::warn!("{m}");
-                    emit(m);
-                    dirty = true;
+            Ok(()) = silent.changed() => {
+                let now_silent = silent.borrow_and_update().clone();
+                revoked_leases.retain(|l| now_silent.iter().any(|s| s.lease == *l));
+                for s in now_silent {
+                    // Only a leader revokes, each lease once. The record goes first: from the
+                    // revoke on, the node's self-fence deadline counts a TTL later (it may
+                    // still count on the lease that long). The lease named is the one that
+                    // went silent: a node back with a new lease has another, and the revoke
+                    // fails harmlessly.
+                    if elected.is_none() || revoked_leases.contains(&s.lease) {
+                        continue;
+                    }
+                    let record = crate::store::cluster::RevokedLease { at: clock(), lease: s.lease.0 };
+                    if cs.put(&cs.revoked_key(&s.node), &record, None).await.is_err() {
+                        continue;
+                    }
+                    match cs.store.revoke(s.lease).await {
+                        Ok(()) => {
+                            let m = format!(
+                                "node {} answered no heartbeat for {:?}: its lease {} revoked",
+                                s.node, s.for_, s.lease
+                            );
+                            tracing::warn!("{m}");
+                            emit(m);
+                            revoked_leases.push(s.lease);
+                            dirty = true;
+                        }
+                        Err(crate::store::StoreError::LeaseNotFound { .. }) => revoked_leases.push(s.lease),
+                        Err(_) => {}
+                    }
                 }
             }
             _ = stop.changed() => {}
@@ -350,6 +370,17 @@ pub async fn run(
             if !view.lost.contains_key(n) {
                 emit(format!("node {n} lost: its lease expired"));
                 bookkeeping.push(Op::put(cs.lost_key(n), serde_json::to_vec(&now).unwrap()));
+            }
+        }
+        // A revoke record is over once the node holds another lease (back, or the revoke
+        // never happened): a later incident's deadlines count from its own lease.
+        for (n, r) in &view.revoked {
+            if view
+                .leases
+                .get(n)
+                .is_some_and(|l| l.id != Some(LeaseId(r.lease)))
+            {
+                bookkeeping.push(Op::delete(cs.revoked_key(n)));
             }
         }
         // Nodes back this round: their records (and any fence request against them) are

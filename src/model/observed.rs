@@ -44,6 +44,11 @@ pub struct NodeObserved {
     /// The last report of the node's agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<HostReport>,
+    /// When the controller revoked the node's lease early, its heartbeat gone silent (see
+    /// `controller::heartbeat`). The node may have counted on that lease for up to a TTL
+    /// after, so a self-fence deadline counts from then on ([`NodeObserved::lease_end`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_revoked: Option<Time>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +183,16 @@ pub struct FailedAction {
 impl NodeObserved {
     pub fn is_alive(&self) -> bool {
         self.lease == Lease::Alive
+    }
+
+    /// The latest moment the node may still count on its lease, for a lease found gone at
+    /// `since`: then, or a TTL after an early revoke. Self-fence deadlines count from here;
+    /// fence attempts still count from `since`.
+    pub fn lease_end(&self, since: Time, lease_ttl: std::time::Duration) -> Time {
+        match self.lease_revoked {
+            Some(r) => since.max(r.plus(lease_ttl)),
+            None => since,
+        }
     }
 }
 

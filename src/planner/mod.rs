@@ -364,10 +364,12 @@ fn node_state(d: &Desired, o: &Observed, prev: &Placement, n: &str, now: Time) -
     // The self-fence deadline: by then the agent has stopped everything (S3) or the watchdog
     // has reset the node. Without a watchdog there is none while fencing is required; with
     // fencing disabled the lease expiry itself is all there is to trust.
+    // A lease revoked early (heartbeats) may have been counted on for a TTL after.
     let watchdog = desc.and_then(|x| x.watchdog);
+    let end = obs.map_or(since, |x| x.lease_end(since, d.cluster.lease_ttl));
     let deadline = match (d.cluster.fencing, watchdog) {
-        (_, Some(w)) => Some(since.plus(w)),
-        (FencingPolicy::Disabled, None) => Some(since),
+        (_, Some(w)) => Some(end.plus(w)),
+        (FencingPolicy::Disabled, None) => Some(end),
         (FencingPolicy::Required, None) => None,
     };
     let safe = fenced || deadline.is_some_and(|t| now >= t);
@@ -1267,7 +1269,7 @@ impl<'c, 'a> Builder<'c, 'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::FenceAttempt;
+    use crate::model::{FenceAttempt, NodeObserved};
 
     fn attempt(level: usize, at: u64, ok: bool) -> FenceAttempt {
         FenceAttempt {
@@ -1292,5 +1294,46 @@ mod tests {
         assert_eq!(next_level(2, &both, Time(0), b, Time(60_007)), Ok(0));
         // Attempts from before the node was lost this time don't count.
         assert_eq!(next_level(2, &both, Time(10), b, Time(11)), Ok(0));
+    }
+
+    /// A lease the controller revoked early (heartbeats) may have been counted on by its node
+    /// for a TTL after: a self-fence deadline counts from there, a fence from the loss itself.
+    #[test]
+    fn an_early_revoke_moves_the_self_fence_deadline_not_the_fence() {
+        let mut d = crate::model::reference_desired();
+        let ttl = d.cluster.lease_ttl;
+        let w = std::time::Duration::from_secs(30);
+        d.nodes.get_mut("beta").unwrap().watchdog = Some(w);
+        let mut o = Observed::default();
+        let lost = NodeObserved {
+            lease: Lease::Expired(Time(100_000)),
+            lease_revoked: Some(Time(100_000)),
+            ..Default::default()
+        };
+        o.nodes.insert("beta".into(), lost.clone());
+        let prev = Placement::default();
+        let deadline =
+            |d: &Desired, o: &Observed, now| match node_state(d, o, &prev, "beta", Time(now)) {
+                NodeState::Lost { deadline, safe, .. } => (deadline, safe),
+                other => panic!("{other:?}"),
+            };
+        let end = Time(100_000).plus(ttl).plus(w);
+        assert_eq!(deadline(&d, &o, end.0 - 1), (Some(end), false));
+        assert_eq!(deadline(&d, &o, end.0), (Some(end), true));
+        // Not revoked: from the loss.
+        let mut plain = o.clone();
+        plain.nodes.get_mut("beta").unwrap().lease_revoked = None;
+        assert_eq!(deadline(&d, &plain, 130_000), (Some(Time(130_000)), true));
+        // A confirmed fence after the loss counts at once either way.
+        o.nodes.get_mut("beta").unwrap().fence_attempts = vec![attempt(1, 100_200, true)];
+        assert!(deadline(&d, &o, 100_300).1);
+        // Fencing disabled, no watchdog: the deadline is the lease's end, a TTL on.
+        d.nodes.get_mut("beta").unwrap().watchdog = None;
+        d.cluster.fencing = FencingPolicy::Disabled;
+        o.nodes.insert("beta".into(), lost);
+        assert_eq!(
+            deadline(&d, &o, 100_001),
+            (Some(Time(100_000).plus(ttl)), false)
+        );
     }
 }

@@ -205,6 +205,7 @@ impl Engine {
                     lease,
                     fence_attempts: self.fence_attempts.get(name).cloned().unwrap_or_default(),
                     report,
+                    lease_revoked: None,
                 },
             );
         }

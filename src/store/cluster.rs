@@ -4,6 +4,8 @@
 //! Layout under `PREFIX/` (one prefix per cluster):
 //! - `nodes/NODE/lease` — present while the node's agent keeps its lease alive;
 //! - `lost/NODE` — when the controller first saw that lease gone (the start of an incident);
+//! - `revoked/NODE` — when the controller revoked the node's lease early, and which lease
+//!   (its heartbeat went silent): self-fence deadlines count a TTL later;
 //! - `fence/NODE` — fence attempts of the current incident;
 //! - `assignments/NODE` — the node's assignment, with its generation;
 //! - `reports/NODE` — the agent's last report;
@@ -43,6 +45,8 @@ pub struct ClusterView {
     /// Live node leases: each node's lease key, while it exists.
     pub leases: BTreeMap<String, NodeLease>,
     pub lost: BTreeMap<String, Time>,
+    /// Leases the controller revoked early (heartbeats), by node.
+    pub revoked: BTreeMap<String, RevokedLease>,
     pub fence: BTreeMap<String, Vec<FenceAttempt>>,
     pub assignments: BTreeMap<String, Assignment>,
     pub reports: BTreeMap<String, HostReport>,
@@ -84,6 +88,15 @@ impl LeaseValue {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("lease values serialize")
     }
+}
+
+/// A node lease the controller revoked before it ran out, its heartbeat gone silent. Written
+/// before the revoke; cleared when the node holds another lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedLease {
+    pub at: Time,
+    pub lease: i64,
 }
 
 /// A request to fence a node that is not (yet) lost: DRBD's `fence-peer` handler on a
@@ -138,10 +151,16 @@ impl ClusterView {
         } else {
             self.fence.get(node).cloned().unwrap_or_default()
         };
+        let lease_revoked = if lease == Lease::Alive {
+            None
+        } else {
+            self.revoked.get(node).map(|r| r.at)
+        };
         crate::model::NodeObserved {
             lease,
             fence_attempts,
             report,
+            lease_revoked,
         }
     }
 }
@@ -153,6 +172,7 @@ pub const MAX_TXN_OPS: usize = 100;
 const VIEW_SUBTREES: &[&str] = &[
     "nodes/",
     "lost/",
+    "revoked/",
     "fence/",
     "assignments/",
     "reports/",
@@ -188,6 +208,10 @@ impl ClusterStore {
     pub fn fence_key(&self, node: &str) -> Vec<u8> {
         self.key(&format!("fence/{node}"))
     }
+    pub fn revoked_key(&self, node: &str) -> Vec<u8> {
+        self.key(&format!("revoked/{node}"))
+    }
+
     pub fn lost_key(&self, node: &str) -> Vec<u8> {
         self.key(&format!("lost/{node}"))
     }
@@ -259,6 +283,12 @@ impl ClusterStore {
                         },
                     );
                 }
+                ["revoked", n] => match dec(&kv.value) {
+                    Ok(t) => {
+                        v.revoked.insert(n.to_string(), t);
+                    }
+                    Err(e) => bad(key, e),
+                },
                 ["lost", n] => match dec(&kv.value) {
                     Ok(t) => {
                         v.lost.insert(n.to_string(), t);
