@@ -37,6 +37,19 @@ fn host_of(s: &Value, vm: &str) -> String {
     placed(s, vm).unwrap_or_else(|| panic!("{vm} is placed nowhere: {}", pretty(s)))
 }
 
+/// The leading controller's node, and a hypervisor other than it: the one with the www VM
+/// unless the leader runs there.
+fn leader_and_victim(s: &Value) -> (String, String) {
+    let leader = s["leader"].as_str().expect("a leader").to_string();
+    let www = host_of(s, "www");
+    let victim = if www != leader {
+        www
+    } else {
+        other(&www).to_string()
+    };
+    (leader, victim)
+}
+
 /// Failover VMs of the cluster.
 fn failover_vms() -> Vec<&'static str> {
     VMS.iter().filter(|v| v.3).map(|v| v.0).collect()
@@ -324,13 +337,7 @@ fn silent_hypervisor_is_fenced_before_its_lease_runs_out() {
     let mut c = NsCluster::start("hbeat", timing);
     let s = c.status().expect("status");
     // Not the leader's node: a new leader would wait out the old one's 20 s lease.
-    let leader = s["leader"].as_str().expect("a leader").to_string();
-    let www = host_of(&s, "www");
-    let victim = if www != leader {
-        www
-    } else {
-        other(&www).to_string()
-    };
+    let (_, victim) = leader_and_victim(&s);
     let survivor = other(&victim).to_string();
     let before = placement(&s);
     c.hold(
@@ -369,14 +376,7 @@ fn leading_controller_killed_mid_failover_another_finishes() {
     let _g = serial();
     let mut c = NsCluster::start("controller", Timing::test());
     let s = c.status().expect("status");
-    let leader = s["leader"].as_str().expect("a leader").to_string();
-    // The victim: the hypervisor with the www VM unless the leader runs there.
-    let www = host_of(&s, "www");
-    let victim = if www != leader {
-        www
-    } else {
-        other(&www).to_string()
-    };
+    let (leader, victim) = leader_and_victim(&s);
     c.block_bmcs_from(&leader);
     let t = c.crash(&victim);
     let failed = format!("every fencing level failed for {victim}");
