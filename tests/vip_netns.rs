@@ -37,12 +37,36 @@ fn config(vips: &[&VipConfig]) -> HostConfig {
     }
 }
 
-/// The driver of `host`, acting inside its namespace.
+/// A free address on the LAN as one VIP (`ADDRESS/24` on `eth0`), and a driver for it on `a`
+/// and on `b` with the same configuration (also returned).
+fn one_vip_two_drivers(
+    lan: &Lan,
+    a: &Host,
+    b: &Host,
+) -> (
+    Ipv4Addr,
+    String,
+    ConfigHandle,
+    NetlinkAddresses,
+    NetlinkAddresses,
+) {
+    let ip = lan.free_address(100);
+    let addr = format!("{ip}/24");
+    let cfg = ConfigHandle::new(config(&[&vip(&addr, "eth0")]));
+    let (da, db) = (driver(a, &cfg), driver(b, &cfg));
+    (ip, addr, cfg, da, db)
+}
+
+/// The driver of `host`, acting inside its namespace (60 ms duplicate-address probes).
 fn driver(host: &Host, config: &ConfigHandle) -> NetlinkAddresses {
+    driver_with(host, config, Duration::from_millis(60))
+}
+
+fn driver_with(host: &Host, config: &ConfigHandle, probe_wait: Duration) -> NetlinkAddresses {
     NetlinkAddresses::in_netns(
         config.clone(),
         NetOptions {
-            probe_wait: Duration::from_millis(60),
+            probe_wait,
             timeout: Duration::from_secs(5),
         },
         &host.netns,
@@ -137,10 +161,7 @@ async fn move_between_hosts_within_100ms_of_the_add() {
     let a = lan.add_host("a");
     let b = lan.add_host("b");
     let c = lan.add_host("c");
-    let ip = lan.free_address(100);
-    let addr = format!("{ip}/24");
-    let cfg = ConfigHandle::new(config(&[&vip(&addr, "eth0")]));
-    let (da, db) = (driver(&a, &cfg), driver(&b, &cfg));
+    let (ip, addr, _, da, db) = one_vip_two_drivers(&lan, &a, &b);
 
     da.add(&addr).await.unwrap();
     let pinger = Pinger::start(&c.netns, ip, Duration::from_millis(5));
@@ -208,10 +229,7 @@ async fn duplicate_address_check_refuses_an_address_held_elsewhere() {
     let mut lan = Lan::new();
     let a = lan.add_host("a");
     let b = lan.add_host("b");
-    let ip = lan.free_address(100);
-    let addr = format!("{ip}/24");
-    let cfg = ConfigHandle::new(config(&[&vip(&addr, "eth0")]));
-    let (da, db) = (driver(&a, &cfg), driver(&b, &cfg));
+    let (ip, addr, _, da, db) = one_vip_two_drivers(&lan, &a, &b);
 
     da.add(&addr).await.unwrap();
     let e = db
@@ -444,10 +462,7 @@ async fn probe_started_ahead_of_the_add_refuses_and_allows_the_same() {
     let mut lan = Lan::new();
     let a = lan.add_host("a");
     let b = lan.add_host("b");
-    let ip = lan.free_address(100);
-    let addr = format!("{ip}/24");
-    let cfg = ConfigHandle::new(config(&[&vip(&addr, "eth0")]));
-    let (da, db) = (driver(&a, &cfg), driver(&b, &cfg));
+    let (_, addr, cfg, da, db) = one_vip_two_drivers(&lan, &a, &b);
 
     da.add(&addr).await.unwrap();
     db.prepare(std::slice::from_ref(&addr)).await;
@@ -469,15 +484,7 @@ async fn probe_started_ahead_of_the_add_refuses_and_allows_the_same() {
     // Free: the early probe's "nobody answered" lets the add go ahead without probing again.
     // With a 500 ms probe wait, an add that probed itself could not take less than 500 ms.
     da.remove(&addr).await.unwrap();
-    let slow = NetlinkAddresses::in_netns(
-        cfg.clone(),
-        NetOptions {
-            probe_wait: Duration::from_millis(500),
-            timeout: Duration::from_secs(5),
-        },
-        &b.netns,
-    )
-    .unwrap();
+    let slow = driver_with(&b, &cfg, Duration::from_millis(500));
     slow.prepare(std::slice::from_ref(&addr)).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let t = Instant::now();
