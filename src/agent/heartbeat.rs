@@ -5,15 +5,7 @@
 //! belongs to another host never makes a dead node look alive. Nothing here decides anything:
 //! an agent that does not answer is found lost by its lease, as without heartbeats.
 
-use std::net::SocketAddr;
-
 use tokio::net::UdpSocket;
-
-/// Bind the socket probes arrive on (port 0: any free port; its address is what the agent
-/// publishes).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    UdpSocket::bind(addr).await
-}
 
 /// Whether `probe` is a heartbeat probe for `node`.
 pub fn is_probe_for(probe: &[u8], node: &str) -> bool {

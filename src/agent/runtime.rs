@@ -427,14 +427,7 @@ async fn keep_lease(
                             cs.report_key(&opts.node),
                             serde_json::to_vec(&report).expect("reports serialize"),
                         ),
-                        Op::put_with_lease(
-                            cs.lease_key(&opts.node),
-                            crate::store::cluster::LeaseValue {
-                                heartbeat: opts.heartbeat,
-                            }
-                            .encode(),
-                            lease,
-                        ),
+                        cs.lease_op(&opts.node, opts.heartbeat, lease),
                     ]);
                     cs.store.txn(txn).await.map_err(|e| e.to_string())?;
                     Ok(lease)

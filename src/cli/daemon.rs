@@ -324,7 +324,7 @@ pub fn agent(args: AgentArgs) -> u8 {
         // (its node's old lease, if still alive, names the same address).
         let heartbeat = match args.heartbeat {
             None => None,
-            Some(addr) => match crate::agent::heartbeat::bind(addr).await {
+            Some(addr) => match tokio::net::UdpSocket::bind(addr).await {
                 Ok(socket) => {
                     let local = socket.local_addr().unwrap_or(addr);
                     tokio::spawn(crate::agent::heartbeat::answer(socket, args.node.clone()));
@@ -435,7 +435,7 @@ async fn shutdown_signal() {
 /// Rewrite the node's lease key without its heartbeat address (same lease, and only if the
 /// key is as read: a lease granted meanwhile is left alone).
 async fn withdraw_heartbeat(cs: &crate::store::cluster::ClusterStore, node: &str) {
-    use crate::store::{Compare, CompareOp, Op, Txn};
+    use crate::store::{Compare, CompareOp, Txn};
     let key = cs.lease_key(node);
     let Ok(Some(kv)) = cs.store.get(&key).await else {
         return;
@@ -443,15 +443,11 @@ async fn withdraw_heartbeat(cs: &crate::store::cluster::ClusterStore, node: &str
     let Some(lease) = kv.lease else { return };
     let txn = Txn::new()
         .when([Compare::mod_revision(
-            key.clone(),
+            key,
             CompareOp::Equal,
             kv.mod_revision,
         )])
-        .and_then([Op::put_with_lease(
-            key,
-            crate::store::cluster::LeaseValue { heartbeat: None }.encode(),
-            lease,
-        )]);
+        .and_then([cs.lease_op(node, None, lease)]);
     let _ = cs.store.txn(txn).await;
 }
 

@@ -54,8 +54,6 @@ pub const MIN_UNANSWERED: u32 = 3;
 pub struct Target {
     pub addr: SocketAddr,
     pub lease: LeaseId,
-    /// The lease key's create revision: one per lease.
-    pub created: i64,
 }
 
 /// What the monitor is told by the leading controller: the timeout and whom to probe.
@@ -72,10 +70,7 @@ pub fn targets(d: &Desired, view: &ClusterView) -> Targets {
     let Some(timeout) = d.cluster.heartbeat_timeout else {
         return Targets::default();
     };
-    if d.cluster.fencing != FencingPolicy::Required
-        || d.cluster.maintenance
-        || view.operations.maintenance
-    {
+    if d.cluster.fencing != FencingPolicy::Required || d.in_maintenance(&view.operations) {
         return Targets::default();
     }
     let nodes = d
@@ -94,7 +89,6 @@ pub fn targets(d: &Desired, view: &ClusterView) -> Targets {
                 Target {
                     addr: l.heartbeat?,
                     lease: l.id?,
-                    created: l.created,
                 },
             ))
         })
@@ -268,8 +262,15 @@ async fn monitor(mut targets: watch::Receiver<Targets>, silent: watch::Sender<Ve
                 }
                 let t = targets.borrow_and_update().clone();
                 retarget(&mut tracked, &t);
-                let now = t.timeout.map_or_else(Vec::new, |to| overdue(&tracked, Instant::now(), to));
-                publish(&silent, now);
+                // Judged only at a tick, after the answers already here are taken; a change of
+                // targets just drops those no longer probed for that lease.
+                let still: Vec<Silent> = silent
+                    .borrow()
+                    .iter()
+                    .filter(|s| tracked.get(&s.node).is_some_and(|t| t.target.lease == s.lease))
+                    .cloned()
+                    .collect();
+                publish(&silent, still);
                 if t.timeout != timeout {
                     timeout = t.timeout;
                     let every = timeout.map_or(Duration::from_secs(3600), interval);
@@ -342,7 +343,6 @@ mod tests {
         Target {
             addr: SocketAddr::from(([10, 0, 0, 11], port)),
             lease: LeaseId(lease),
-            created: 7,
         }
     }
 
@@ -392,7 +392,6 @@ mod tests {
                 n.clone(),
                 NodeLease {
                     id: Some(LeaseId(i as i64 + 1)),
-                    created: 5,
                     heartbeat: Some(SocketAddr::from(([10, 0, 0, 11 + i as u8], 7712))),
                 },
             );
@@ -545,9 +544,7 @@ mod tests {
     /// once it stops answering, it is published as silent until its target is withdrawn.
     #[tokio::test]
     async fn monitor_reports_an_agent_that_stops_answering() {
-        let sock = crate::agent::heartbeat::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = sock.local_addr().unwrap();
         let agent = tokio::spawn(crate::agent::heartbeat::answer(sock, "alpha".into()));
         let (tx, mut rx) = spawn();
@@ -559,7 +556,6 @@ mod tests {
                 Target {
                     addr,
                     lease: LeaseId(0x42),
-                    created: 3,
                 },
             )]
             .into(),

@@ -220,16 +220,19 @@ pub async fn run(
                 let now_silent = silent.borrow_and_update().clone();
                 revoked_leases.retain(|l| now_silent.iter().any(|s| s.lease == *l));
                 for s in now_silent {
-                    // Only a leader revokes, each lease once. The record goes first: from the
-                    // revoke on, the node's self-fence deadline counts a TTL later (it may
-                    // still count on the lease that long). The lease named is the one that
-                    // went silent: a node back with a new lease has another, and the revoke
-                    // fails harmlessly.
-                    if elected.is_none() || revoked_leases.contains(&s.lease) {
+                    // Only a leader revokes, each lease once, and the record goes first, in a
+                    // write guarded by its leadership (a deposed controller revokes nothing):
+                    // from the revoke on, the node's self-fence deadline counts a TTL later
+                    // (it may still count on the lease that long). The lease named is the one
+                    // that went silent: a node back with a new lease has another, and the
+                    // revoke fails harmlessly.
+                    let Some(rev) = elected else { break };
+                    if revoked_leases.contains(&s.lease) {
                         continue;
                     }
                     let record = crate::store::cluster::RevokedLease { at: clock(), lease: s.lease.0 };
-                    if cs.put(&cs.revoked_key(&s.node), &record, None).await.is_err() {
+                    let put = Op::put(cs.revoked_key(&s.node), serde_json::to_vec(&record).unwrap());
+                    if !matches!(cs.leader_txn(&opts.id, rev, &[], vec![put]).await, Ok(true)) {
                         continue;
                     }
                     match cs.store.revoke(s.lease).await {
@@ -399,7 +402,7 @@ pub async fn run(
         // order, and the attempt recorded where the handler waits for it. A node fenced this
         // way is lost once its lease runs out, and handled as any lost node from then on.
         let mut requested_attempts: BTreeMap<String, Vec<FenceAttempt>> = BTreeMap::new();
-        let maintenance = d.cluster.maintenance || observed.operations.maintenance;
+        let maintenance = d.in_maintenance(&observed.operations);
         for (n, req) in fence_requests_to_carry_out(&d, &view, maintenance, &back) {
             let Some(node) = d.nodes.get(n) else { continue };
             let mut attempts = view.fence.get(n).cloned().unwrap_or_default();

@@ -31,9 +31,8 @@ pub fn preferred_leader(d: &Desired, m: &Members) -> Option<String> {
     if m.names.iter().any(|n| !m.answering.contains(n)) {
         return None;
     }
-    d.nodes
-        .values()
-        .filter(|n| !n.is_hypervisor() && n.store_member)
+    d.store_members()
+        .filter(|n| !n.is_hypervisor())
         .map(|n| n.name.clone())
         .find(|w| m.answering.iter().any(|x| x == w))
 }

@@ -327,6 +327,11 @@ impl Desired {
     pub fn store_members(&self) -> impl Iterator<Item = &NodeDesc> {
         self.nodes.values().filter(|n| n.store_member)
     }
+
+    /// Whether placement is frozen: maintenance in the manifests or set by the admin.
+    pub fn in_maintenance(&self, operations: &crate::model::Operations) -> bool {
+        self.cluster.maintenance || operations.maintenance
+    }
 }
 
 /// The reference cluster in `manifests/`, for tests; panics with its diagnostics if it does

@@ -402,7 +402,7 @@ pub fn plan(d: &Desired, o: &Observed, prev: &Placement, now: Time) -> Plan {
         };
         return finish(&ctx, placement, Vec::new(), pending);
     }
-    if d.cluster.maintenance || o.operations.maintenance {
+    if d.in_maintenance(&o.operations) {
         pending.push(Pending {
             subject: Subject::Cluster,
             wait: Wait::Maintenance,

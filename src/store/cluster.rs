@@ -65,13 +65,11 @@ pub struct ClusterView {
     pub garbage: Vec<String>,
 }
 
-/// A node's live lease as its key shows it: the lease, the revision that created the key (one
-/// per lease: a node back with a new lease has a new one), and where its agent answers
+/// A node's live lease as its key shows it: the lease, and where its agent answers
 /// heartbeats, if it does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeLease {
     pub id: Option<LeaseId>,
-    pub created: i64,
     pub heartbeat: Option<std::net::SocketAddr>,
 }
 
@@ -199,6 +197,20 @@ impl ClusterStore {
     pub fn lease_key(&self, node: &str) -> Vec<u8> {
         self.key(&format!("nodes/{node}/lease"))
     }
+
+    /// The write of a node's lease key, on its lease, naming its heartbeat address (if any).
+    pub fn lease_op(
+        &self,
+        node: &str,
+        heartbeat: Option<std::net::SocketAddr>,
+        lease: LeaseId,
+    ) -> Op {
+        Op::put_with_lease(
+            self.lease_key(node),
+            LeaseValue { heartbeat }.encode(),
+            lease,
+        )
+    }
     pub fn assignment_key(&self, node: &str) -> Vec<u8> {
         self.key(&format!("assignments/{node}"))
     }
@@ -278,7 +290,6 @@ impl ClusterStore {
                         n.to_string(),
                         NodeLease {
                             id: kv.lease,
-                            created: kv.create_revision,
                             heartbeat: value.heartbeat,
                         },
                     );
