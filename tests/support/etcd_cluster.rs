@@ -15,7 +15,6 @@
 // `etcd-tls` is not declared in Cargo.toml yet; see src/store/etcd.rs.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -179,15 +178,10 @@ pub fn require_etcd() {
     }
 }
 
-/// Free loopback ports, all distinct: each is bound until all are chosen.
+/// Free loopback ports, all distinct and never given out before in this test process (see
+/// `ports.rs`: a member restarted on its port must not find it handed to someone else).
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    (0..n).map(|_| crate::ports::free_tcp_port()).collect()
 }
 
 fn temp_root() -> tempfile::TempDir {
