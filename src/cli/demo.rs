@@ -23,7 +23,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> u8 {
     let desired = match load_desired(&args.path) {
-        Ok(d) => d,
+        Ok((d, _)) => d,
         Err(c) => return c,
     };
     if !(args.timescale > 0.0 && args.timescale <= 10.0) {

@@ -50,20 +50,16 @@ struct JsonOut<'a> {
 }
 
 /// Load and validate manifests for a command that needs a valid revision; print the
-/// diagnostics and give the exit code when they don't validate.
-pub(crate) fn load_desired(path: &PathBuf) -> Result<Desired, u8> {
+/// diagnostics and give the exit code when they don't validate. The report comes along for a
+/// one-shot caller to leave unfreed (see `run`).
+pub(crate) fn load_desired(path: &PathBuf) -> Result<(Desired, manifest::Report), u8> {
     if std::fs::symlink_metadata(path).is_err() {
         eprintln!("rampart: {}: no such file or directory", path.display());
         return Err(EXIT_ERROR);
     }
     let report = manifest::check(&Paths::new([path.clone()]));
     match Desired::from_report(&report) {
-        Ok(d) => {
-            // Only one-shot commands load this way; the process's exit frees the parsed
-            // manifests faster than their destructors would.
-            std::mem::forget(report);
-            Ok(d)
-        }
+        Ok(d) => Ok((d, report)),
         Err(e) => {
             for d in report.rendered() {
                 eprintln!("{}", d.to_text());
@@ -143,7 +139,12 @@ pub fn render_step(s: &Step) -> String {
 
 pub fn run(args: Args) -> u8 {
     let desired = match load_desired(&args.path) {
-        Ok(d) => d,
+        Ok((d, report)) => {
+            // A one-shot command: the process's exit frees the parsed manifests faster than
+            // their destructors would.
+            std::mem::forget(report);
+            d
+        }
         Err(code) => return code,
     };
     let mut settle_rounds = 0;

@@ -240,10 +240,14 @@ impl Engine {
 
     /// One round at the current time, then time advances by the renew interval.
     pub fn step(&mut self) -> Step {
+        self.round().0
+    }
+
+    /// [`Engine::step`], also giving the placement the round started from.
+    fn round(&mut self) -> (Step, Placement) {
         let observed = self.observe();
-        let prev = self.placement.clone();
-        let plan = planner::plan(&self.desired, &observed, &prev, self.now);
-        self.placement = plan.placement.clone();
+        let plan = planner::plan(&self.desired, &observed, &self.placement, self.now);
+        let prev = std::mem::replace(&mut self.placement, plan.placement.clone());
         // The plan is checked against S1-S6 on a second core while the simulated cluster
         // carries it out: the check only reads what the plan was made from.
         let (mut violations, (fence_results, actions, joined)) = std::thread::scope(|scope| {
@@ -272,7 +276,7 @@ impl Engine {
             violations: violations.iter().map(|v| v.to_string()).collect(),
         };
         self.now = self.now.plus(self.desired.cluster.renew_interval);
-        step
+        (step, prev)
     }
 
     /// S1 and S3 over the simulated hosts as they are now.
@@ -293,12 +297,6 @@ impl Engine {
             })
             .collect();
         invariants::check_hosts(&self.desired, &truth)
-    }
-
-    /// Whether time alone will still change something: a lease yet to expire on a node that
-    /// stopped renewing, or a self-fence deadline yet to pass.
-    fn waiting_on_time(&self, last: &Step) -> bool {
-        self.next_timer(last).is_some()
     }
 
     /// The next moment at which time alone changes something: a lease running out on a node
@@ -329,19 +327,20 @@ impl Engine {
     pub fn run_until_stable(&mut self, max: usize) -> Vec<Step> {
         let mut steps = Vec::new();
         while steps.len() < max {
-            let prev = self.placement.clone();
-            let s = self.step();
+            let (s, prev) = self.round();
             let q = s.is_quiet(&prev);
-            let waiting = self.waiting_on_time(&s);
+            // Time alone will still change something: a lease yet to expire on a node that
+            // stopped renewing, or a self-fence deadline yet to pass.
+            let timer = self.next_timer(&s);
             // Nothing happened and only a timer can change that: jump to it rather than
             // planning round after idle round (a quiet round changes nothing by definition).
             if q {
-                if let Some(t) = self.next_timer(&s) {
+                if let Some(t) = timer {
                     self.now = self.now.max(t);
                 }
             }
             steps.push(s);
-            if q && !waiting {
+            if q && timer.is_none() {
                 break;
             }
         }
@@ -356,15 +355,10 @@ impl Engine {
             .keys()
             .map(|v| (v.clone(), Vec::new()))
             .collect();
-        for (n, x) in &self.world.nodes {
-            if !x.powered {
-                continue;
-            }
-            for (vm, o) in &x.host.vms {
-                if o.state == crate::model::VmState::Running {
-                    out.entry(vm.clone()).or_default().push(n.clone());
-                }
-            }
+        for (vm, nodes) in self.world.running() {
+            out.entry(vm.to_string())
+                .or_default()
+                .extend(nodes.into_iter().map(str::to_string));
         }
         out
     }

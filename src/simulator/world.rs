@@ -61,6 +61,19 @@ pub struct SimWorld {
 }
 
 impl SimWorld {
+    /// The powered nodes on which each VM runs now (VMs running nowhere are absent).
+    pub fn running(&self) -> HashMap<&str, Vec<&str>> {
+        let mut out: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (n, x) in self.nodes.iter().filter(|(_, x)| x.powered) {
+            for (vm, o) in &x.host.vms {
+                if o.state == VmState::Running {
+                    out.entry(vm.as_str()).or_default().push(n.as_str());
+                }
+            }
+        }
+        out
+    }
+
     pub fn power_off(&mut self, node: &str) {
         if let Some(n) = self.nodes.get_mut(node) {
             n.powered = false;
@@ -260,15 +273,10 @@ pub fn status_table(d: &Desired, world: &SimWorld) -> String {
     .unwrap();
     // Who runs each VM, holds each Primary and each address: one pass over the hosts rather
     // than every host asked about every resource.
-    let mut running: HashMap<&str, Vec<&str>> = HashMap::new();
+    let running = world.running();
     let mut primaries: HashMap<&str, Vec<&str>> = HashMap::new();
     let mut holders: HashMap<&str, Vec<&str>> = HashMap::new();
     for (n, x) in world.nodes.iter().filter(|(_, x)| x.powered) {
-        for (vm, o) in &x.host.vms {
-            if o.state == VmState::Running {
-                running.entry(vm.as_str()).or_default().push(n.as_str());
-            }
-        }
         for v in x.host.volumes.keys().filter(|v| x.host.primary(v)) {
             primaries.entry(v.as_str()).or_default().push(n.as_str());
         }
@@ -276,10 +284,7 @@ pub fn status_table(d: &Desired, world: &SimWorld) -> String {
             holders.entry(a.as_str()).or_default().push(n.as_str());
         }
     }
-    let on = |who: Option<&Vec<&str>>| match who {
-        Some(v) if !v.is_empty() => v.join(","),
-        _ => "DOWN".to_string(),
-    };
+    let on = |who: Option<&Vec<&str>>| who.map_or_else(|| "DOWN".to_string(), |v| v.join(","));
     for (vm, desc) in &d.vms {
         let vols: Vec<String> = desc
             .volumes
