@@ -230,17 +230,14 @@ pub async fn run(
                         );
                         st.demoted = false;
                         stats.lock().unwrap().self_demotions += 1;
-                        for a in &list {
-                            match drivers.apply(a).await {
-                                Ok(()) => emit(&events, &me, a.to_string()),
-                                Err(e) => emit(
-                                    &events,
-                                    &me,
-                                    format!("{a} FAILED during self-demotion: {e}"),
-                                ),
-                            }
-                        }
+                        // Stage by stage as a pass goes (VM stops together, so twenty VMs do
+                        // not take twenty stop timeouts), every action tried even when an
+                        // earlier one failed.
+                        let _ = run_stages(&drivers, &list, &me, &events, true).await;
                     }
+                } else {
+                    // A host that cannot be looked at is not known to be clean.
+                    gate.clean.store(false, Ordering::Relaxed);
                 }
                 continue;
             }
@@ -509,27 +506,47 @@ async fn run_actions(
     events: &Option<mpsc::UnboundedSender<Event>>,
 ) -> Result<(), (Action, String)> {
     drivers.prepare(list).await;
+    run_stages(drivers, list, me, events, false).await
+}
+
+/// Run `list` stage by stage (see [`stages`]), at most [`STAGE_PARALLEL`] actions of a stage at
+/// once (a slow one holds back no more than its own slot). Returns the first failure; with
+/// `keep_going` false a failure ends the run after its stage, otherwise every stage runs
+/// (self-demotion: a failed stop must not keep the rest from being tried).
+async fn run_stages(
+    drivers: &Drivers,
+    list: &[Action],
+    me: &str,
+    events: &Option<mpsc::UnboundedSender<Event>>,
+    keep_going: bool,
+) -> Result<(), (Action, String)> {
+    use futures_util::StreamExt;
+    let during = if keep_going {
+        " during self-demotion"
+    } else {
+        ""
+    };
+    let mut failed = None;
     for stage in stages(list) {
-        let mut results = Vec::with_capacity(stage.len());
-        for part in stage.chunks(STAGE_PARALLEL) {
-            let started: Vec<_> = part.iter().map(|a| drivers.apply(a)).collect();
-            results.extend(futures_util::future::join_all(started).await);
-        }
-        let mut failed = None;
+        let started: Vec<_> = stage.iter().map(|a| drivers.apply(a)).collect();
+        let results: Vec<_> = futures_util::stream::iter(started)
+            .buffered(STAGE_PARALLEL)
+            .collect()
+            .await;
         for (a, r) in stage.iter().zip(results) {
             match r {
                 Ok(()) => emit(events, me, a.to_string()),
                 Err(e) => {
-                    emit(events, me, format!("{a} FAILED: {e}"));
+                    emit(events, me, format!("{a} FAILED{during}: {e}"));
                     failed.get_or_insert((a.clone(), e.to_string()));
                 }
             }
         }
-        if let Some(f) = failed {
-            return Err(f);
+        if failed.is_some() && !keep_going {
+            break;
         }
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// The stages of [`run_actions`]: runs of consecutive actions of one kind that may run
@@ -683,5 +700,33 @@ mod stage_tests {
         assert_eq!(vms.calls.load(Ordering::SeqCst), 3);
         assert_eq!(vms.most.load(Ordering::SeqCst), 3);
         assert_eq!(vms.running.load(Ordering::SeqCst), 0);
+    }
+
+    /// Self-demotion's way: every stage runs past a failure; a stage never has more than
+    /// STAGE_PARALLEL at once.
+    #[tokio::test(start_paused = true)]
+    async fn keep_going_runs_every_stage_past_a_failure_at_most_eight_at_once() {
+        let vms = Arc::new(SlowVms::default());
+        let d = drivers(vms.clone());
+        let mut list: Vec<Action> = (0..10)
+            .map(|i| Action::StopVm {
+                vm: if i == 0 {
+                    "bad".into()
+                } else {
+                    format!("v{i}")
+                },
+            })
+            .collect();
+        list.push(Action::MigrateVm {
+            vm: "m".into(),
+            to: "beta".into(),
+        });
+        let (failed, _) = run_stages(&d, &list, "alpha", &None, true)
+            .await
+            .expect_err("bad fails");
+        assert_eq!(failed, Action::StopVm { vm: "bad".into() });
+        // All ten stops and the migration after them ran; never more than eight at once.
+        assert_eq!(vms.calls.load(Ordering::SeqCst), 11);
+        assert_eq!(vms.most.load(Ordering::SeqCst), STAGE_PARALLEL);
     }
 }

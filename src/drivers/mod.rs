@@ -133,14 +133,9 @@ impl Drivers {
     }
 
     /// Before a pass carries out `list`: the addresses it will add once the actions before
-    /// them are done may be checked for duplicates meanwhile ([`Addresses::prepare`]).
+    /// them are done may be checked for duplicates meanwhile ([`Addresses::prepare`]); adds go
+    /// one at a time, so even when an add comes first the later ones' probes overlap it.
     pub async fn prepare(&self, list: &[Action]) {
-        let first = list
-            .iter()
-            .position(|a| matches!(a, Action::AddAddress { .. }));
-        if first.is_none_or(|i| i == 0) {
-            return;
-        }
         let addresses: Vec<String> = list
             .iter()
             .filter_map(|a| match a {
@@ -148,7 +143,9 @@ impl Drivers {
                 _ => None,
             })
             .collect();
-        self.addresses.prepare(&addresses).await;
+        if !addresses.is_empty() {
+            self.addresses.prepare(&addresses).await;
+        }
     }
 
     /// Carry out one action.

@@ -391,7 +391,10 @@ impl Vms for LibvirtVms {
                         continue;
                     };
                     let path = if vc.path.is_empty() {
-                        format!("/etc/libvirt/qemu/{name}.xml")
+                        crate::diff::observed::domain_path(
+                            name,
+                            crate::manifest::vm::Hypervisor::Kvm,
+                        )
                     } else {
                         vc.path.clone()
                     };
