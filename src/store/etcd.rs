@@ -699,11 +699,9 @@ impl Shared {
         }
     }
 
-    /// The started members' names by ID, and the status of every member that answers within
-    /// the health timeout: (index into `probes`, its member ID, the leader it knows).
-    async fn member_view(
-        &self,
-    ) -> Result<(BTreeMap<u64, String>, Vec<(usize, u64, u64)>), StoreError> {
+    /// The status of every member that answers within the health timeout, all asked at once:
+    /// (index into `probes`, its member ID, the leader it knows, 0 for none), in index order.
+    async fn statuses(&self) -> Vec<(usize, u64, u64)> {
         let mut asks = tokio::task::JoinSet::new();
         for (i, (_, client)) in self.probes.iter().enumerate() {
             let mut client = client.clone();
@@ -722,6 +720,14 @@ impl Shared {
             }
         }
         statuses.sort();
+        statuses
+    }
+
+    /// The started members' names by ID, and [`Shared::statuses`].
+    async fn member_view(
+        &self,
+    ) -> Result<(BTreeMap<u64, String>, Vec<(usize, u64, u64)>), StoreError> {
+        let statuses = self.statuses().await;
         let mut client = self.client.clone();
         let list = match tokio::time::timeout(self.options.call_timeout, client.member_list()).await
         {
@@ -740,24 +746,13 @@ impl Shared {
 
     /// Probes every member; keeps those that answer with a leader in the balancer.
     async fn check_health(&self) {
-        let mut probes = tokio::task::JoinSet::new();
-        for (url, client) in &self.probes {
-            let (url, mut client) = (url.clone(), client.clone());
-            let timeout = self.options.health_timeout;
-            probes.spawn(async move {
-                let healthy = matches!(
-                    tokio::time::timeout(timeout, client.status()).await,
-                    Ok(Ok(status)) if status.leader() != 0
-                );
-                (url, healthy)
-            });
-        }
-        let mut healthy = BTreeSet::new();
-        while let Some(result) = probes.join_next().await {
-            if let Ok((url, true)) = result {
-                healthy.insert(url);
-            }
-        }
+        let healthy: BTreeSet<String> = self
+            .statuses()
+            .await
+            .into_iter()
+            .filter(|&(_, _, leader)| leader != 0)
+            .map(|(i, _, _)| self.probes[i].0.clone())
+            .collect();
         let target: BTreeSet<String> = if healthy.is_empty() {
             self.probes.iter().map(|(url, _)| url.clone()).collect()
         } else {

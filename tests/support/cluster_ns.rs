@@ -1084,7 +1084,7 @@ impl NsCluster {
 
     /// Node `n` can no longer reach the BMCs (a `prohibit` route in its namespace: a fence
     /// agent it runs fails at once) while everything else on the LAN still can.
-    pub fn block_bmcs_from(&mut self, n: &str) {
+    pub fn block_bmcs_from(&self, n: &str) {
         let ns = self.node(n).host.netns.clone();
         let bmc = format!("{}/32", self.bmc_host.address);
         self.lan.ip_in(&ns, &["route", "add", "prohibit", &bmc]);
