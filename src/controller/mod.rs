@@ -158,6 +158,23 @@ async fn keeping_lease<F: std::future::Future>(
     }
 }
 
+/// How long the leader key must have been free before controller `me` campaigns for it. A
+/// hypervisor is what fails and gets fenced; when its controller led, the next one must first
+/// wait out that controller's lease (one TTL) before it can probe, revoke or fence anything,
+/// so the failover starts that much later. So a hypervisor's controller leaves the key to a
+/// witness's for a few of its ticks (the witness's campaigns at once, and looks every tick),
+/// and takes it only when no witness's did. Zero for a witness's controller, for one named
+/// like no node, and in a cluster without witnesses.
+pub fn campaign_delay(d: &Desired, me: &str, tick: Duration) -> Duration {
+    let hypervisor = d.nodes.get(me).is_some_and(|n| n.is_hypervisor());
+    let witness = d.nodes.values().any(|n| !n.is_hypervisor());
+    if hypervisor && witness {
+        (tick * 4).max(Duration::from_millis(100))
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// Run the controller until `stop` turns true.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -207,6 +224,8 @@ pub async fn run(
     let (heartbeat_targets, mut silent) = heartbeat::spawn();
     let mut heartbeat_leader = false;
     let mut revoked_leases: Vec<LeaseId> = Vec::new();
+    // Since when this controller has seen the leader key free (see `campaign_delay`).
+    let mut leader_free_since: Option<std::time::Instant> = None;
     loop {
         if heartbeat_leader != elected.is_some() {
             heartbeat_leader = elected.is_some();
@@ -296,9 +315,27 @@ pub async fn run(
         }
         let Some(l) = lease else { continue };
         if elected.is_none() {
+            // A hypervisor's controller lets the leader key stay free a while first: a
+            // witness's takes it (see `campaign_delay`).
+            let delay = campaign_delay(&revisions.borrow().desired, &opts.id, opts.tick);
+            if !delay.is_zero() {
+                match cs.store.get(&cs.leader_key()).await {
+                    Ok(None) => {
+                        let since = *leader_free_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() < delay {
+                            continue;
+                        }
+                    }
+                    _ => {
+                        leader_free_since = None;
+                        continue;
+                    }
+                }
+            }
             if let Ok(Some(rev)) = cs.campaign(&opts.id, l).await {
                 emit(format!("{} leads", opts.id));
                 elected = Some(rev);
+                leader_free_since = None;
             } else {
                 continue;
             }
@@ -656,6 +693,25 @@ mod tests {
     use super::*;
     use crate::model::{Assignment, HostReport};
     use crate::store::Store;
+
+    #[test]
+    fn a_witness_controller_campaigns_at_once_a_hypervisor_one_defers() {
+        let mut d = crate::model::reference_desired();
+        let tick = Duration::from_millis(60);
+        assert_eq!(campaign_delay(&d, "witness", tick), Duration::ZERO);
+        assert_eq!(
+            campaign_delay(&d, "alpha", tick),
+            Duration::from_millis(240)
+        );
+        assert_eq!(campaign_delay(&d, "no-such-node", tick), Duration::ZERO);
+        assert_eq!(
+            campaign_delay(&d, "alpha", Duration::from_millis(10)),
+            Duration::from_millis(100)
+        );
+        // Without a witness there is nobody to defer to.
+        d.nodes.retain(|_, n| n.is_hypervisor());
+        assert_eq!(campaign_delay(&d, "alpha", tick), Duration::ZERO);
+    }
 
     #[test]
     fn a_lost_or_garbled_assignment_does_not_send_generations_back() {
