@@ -30,6 +30,7 @@ pub mod text;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 pub use report::{Ineligible, Pending, Subject, Wait};
 
@@ -123,61 +124,101 @@ struct Ctx<'a> {
     o: &'a Observed,
     prev: &'a Placement,
     now: Time,
-    state: BTreeMap<&'a str, NodeState>,
-    reports: BTreeMap<&'a str, &'a HostReport>,
+    /// Every node the planner knows of (desired, or holding a previous assignment), sorted:
+    /// what is done node by node is done in this order.
+    nodes: Vec<&'a str>,
+    state: Map<&'a str, NodeState>,
+    reports: Map<&'a str, &'a HostReport>,
+    /// The previous assignments by node, and by VM who was told what about it: the lookups
+    /// made for every VM.
+    prev_assignments: Map<&'a str, &'a Assignment>,
+    prev_vm: Map<&'a str, SmallVec<[(&'a str, &'a VmTarget); 2]>>,
+    /// The node each VM was placed on in the previous plan.
+    prev_node: Map<&'a str, &'a str>,
     /// Inverted indexes over the previous assignments and the reports, so that finding who
     /// holds a resource is not a scan over every node.
-    vm_holders: Map<&'a str, BTreeSet<&'a str>>,
-    volume_primaries: Map<&'a str, BTreeSet<&'a str>>,
+    vm_holders: Map<&'a str, Holders<'a>>,
+    volume_primaries: Map<&'a str, Holders<'a>>,
     split_brain: Map<&'a str, Vec<String>>,
-    vip_holders: Map<&'a str, BTreeSet<&'a str>>,
+    vip_holders: Map<&'a str, Holders<'a>>,
     /// Nodes whose report is behind their assignment (see [`Ctx::lagging`]), computed once:
     /// they are few, and every resource asks about them.
     lagging_nodes: Vec<&'a str>,
 }
 
-const EMPTY: &BTreeSet<&str> = &BTreeSet::new();
+/// The nodes that may hold one resource: sorted, without repeats, and rarely more than two.
+type Holders<'a> = SmallVec<[&'a str; 2]>;
+
+fn add_holder<'a>(h: &mut Holders<'a>, n: &'a str) {
+    if let Err(i) = h.binary_search(&n) {
+        h.insert(i, n);
+    }
+}
+
+/// The holders of `name` in an index, sorted.
+fn holders<'m, 'a>(index: &'m Map<&'a str, Holders<'a>>, name: &str) -> &'m [&'a str] {
+    index.get(name).map_or(&[], |h| h.as_slice())
+}
 
 /// Hash maps for the large per-resource indexes: lookups by VM name are the planner's hot
 /// path, and a fixed-seed hash keeps iteration deterministic (equal inputs, equal plans);
 /// nothing decided depends on their iteration order.
 type Map<K, V> = rustc_hash::FxHashMap<K, V>;
 
+fn map_with_capacity<K, V>(n: usize) -> Map<K, V> {
+    Map::with_capacity_and_hasher(n, Default::default())
+}
+
 impl<'a> Ctx<'a> {
     fn new(d: &'a Desired, o: &'a Observed, prev: &'a Placement, now: Time) -> Self {
-        let mut reports = BTreeMap::new();
+        let mut reports = Map::default();
         for (n, no) in &o.nodes {
             if let Some(r) = &no.report {
                 reports.insert(n.as_str(), r);
             }
         }
-        let mut state = BTreeMap::new();
-        let all_nodes: BTreeSet<&str> = d
+        let nodes: Vec<&str> = d
             .nodes
             .keys()
             .map(String::as_str)
             .chain(prev.assignments.keys().map(String::as_str))
+            .collect::<BTreeSet<&str>>()
+            .into_iter()
             .collect();
-        for n in all_nodes {
-            state.insert(n, node_state(d, o, prev, n, now));
-        }
-        let mut vm_holders: Map<&str, BTreeSet<&str>> = Map::default();
-        let mut volume_primaries: Map<&str, BTreeSet<&str>> = Map::default();
+        let state = nodes
+            .iter()
+            .map(|n| (*n, node_state(d, o, prev, n, now)))
+            .collect();
+        let vms = d.vms.len();
+        let mut vm_holders: Map<&str, Holders> = map_with_capacity(vms);
+        let mut volume_primaries: Map<&str, Holders> = map_with_capacity(d.volumes.len());
         let mut split_brain: Map<&str, Vec<String>> = Map::default();
-        let mut vip_holders: Map<&str, BTreeSet<&str>> = Map::default();
+        let mut vip_holders: Map<&str, Holders> = map_with_capacity(d.vips.len());
+        let mut prev_vm: Map<&str, SmallVec<[(&str, &VmTarget); 2]>> = map_with_capacity(vms);
+        let prev_assignments = prev
+            .assignments
+            .iter()
+            .map(|(n, a)| (n.as_str(), a))
+            .collect();
         for (n, a) in &prev.assignments {
-            for vm in a.vms.keys() {
-                vm_holders.entry(vm).or_default().insert(n);
+            for (vm, t) in &a.vms {
+                add_holder(vm_holders.entry(vm).or_default(), n);
+                prev_vm.entry(vm).or_default().push((n, t));
             }
             for (vol, role) in &a.volumes {
                 if *role == VolumeRole::Primary {
-                    volume_primaries.entry(vol).or_default().insert(n);
+                    add_holder(volume_primaries.entry(vol).or_default(), n);
                 }
             }
             for vip in &a.vips {
-                vip_holders.entry(vip).or_default().insert(n);
+                add_holder(vip_holders.entry(vip).or_default(), n);
             }
         }
+        let prev_node = prev
+            .vms
+            .iter()
+            .map(|(v, n)| (v.as_str(), n.as_str()))
+            .collect();
         let addr_to_vip: Map<&str, &str> = d
             .vips
             .values()
@@ -186,12 +227,12 @@ impl<'a> Ctx<'a> {
         for (n, r) in &reports {
             for (vm, v) in &r.vms {
                 if v.state.is_active() {
-                    vm_holders.entry(vm).or_default().insert(n);
+                    add_holder(vm_holders.entry(vm).or_default(), n);
                 }
             }
             for (vol, v) in &r.volumes {
                 if v.role == crate::model::DrbdRole::Primary {
-                    volume_primaries.entry(vol).or_default().insert(n);
+                    add_holder(volume_primaries.entry(vol).or_default(), n);
                 }
                 if v.split_brain {
                     split_brain.entry(vol).or_default().push(n.to_string());
@@ -199,7 +240,7 @@ impl<'a> Ctx<'a> {
             }
             for addr in &r.addresses {
                 if let Some(vip) = addr_to_vip.get(addr.as_str()) {
-                    vip_holders.entry(vip).or_default().insert(n);
+                    add_holder(vip_holders.entry(vip).or_default(), n);
                 }
             }
         }
@@ -208,8 +249,12 @@ impl<'a> Ctx<'a> {
             o,
             prev,
             now,
+            nodes,
             state,
             reports,
+            prev_assignments,
+            prev_vm,
+            prev_node,
             vm_holders,
             volume_primaries,
             split_brain,
@@ -217,12 +262,25 @@ impl<'a> Ctx<'a> {
             lagging_nodes: Vec::new(),
         };
         ctx.lagging_nodes = ctx
-            .state
-            .keys()
+            .nodes
+            .iter()
             .copied()
             .filter(|n| ctx.lagging(n).is_some())
             .collect();
         ctx
+    }
+
+    fn prev_assignment(&self, n: &str) -> Option<&'a Assignment> {
+        self.prev_assignments.get(n).copied()
+    }
+
+    /// What the previous placement told `node` to do with `vm`.
+    fn prev_target(&self, vm: &str, node: &str) -> Option<&'a VmTarget> {
+        self.prev_vm
+            .get(vm)?
+            .iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, t)| *t)
     }
 
     fn state(&self, n: &str) -> &NodeState {
@@ -245,7 +303,7 @@ impl<'a> Ctx<'a> {
             NodeState::Lost { safe, .. } => *safe,
             NodeState::NotJoined => !in_prev,
             NodeState::Alive => {
-                let prev_gen = self.prev.assignments.get(n).map_or(0, |a| a.generation);
+                let prev_gen = self.prev_assignment(n).map_or(0, |a| a.generation);
                 match self.reports.get(n) {
                     Some(r) => !in_prev && r.generation >= prev_gen && !still_holds(r),
                     None => false,
@@ -260,7 +318,7 @@ impl<'a> Ctx<'a> {
         if self.d.nodes.get(n).is_some_and(|x| !x.is_hypervisor()) {
             return true; // a witness is never given anything
         }
-        let assigned = self.prev.assignments.get(n);
+        let assigned = self.prev_assignment(n);
         let report = self.reports.get(n);
         assigned.is_none_or(|a| a.is_empty())
             && report.map_or(0, |r| r.generation) >= assigned.map_or(0, |a| a.generation)
@@ -306,7 +364,7 @@ impl<'a> Ctx<'a> {
         ) {
             return None;
         }
-        let prev_gen = self.prev.assignments.get(n).map_or(0, |a| a.generation);
+        let prev_gen = self.prev_assignment(n).map_or(0, |a| a.generation);
         let reported = self.reports.get(n).map_or(0, |r| r.generation);
         (reported < prev_gen).then_some(prev_gen)
     }
@@ -449,18 +507,36 @@ fn finish(
     fence: Vec<FenceRequest>,
     mut pending: Vec<Pending>,
 ) -> Plan {
-    let mut vms = BTreeMap::new();
-    for name in ctx.d.vms.keys() {
-        let node = placement.vms.get(name).cloned();
-        let assigned = node.as_ref().is_some_and(|n| {
-            placement
-                .assignments
-                .get(n)
-                .and_then(|a| a.vms.get(name))
-                .is_some_and(|t| *t == VmTarget::Run)
-        });
-        vms.insert(name.clone(), VmStatus { node, assigned });
-    }
+    // Both in name order: walk the placed VMs beside the desired ones rather than look each
+    // one up, and build the map in one go.
+    let mut placed = placement.vms.iter().peekable();
+    let by_node: Map<&str, &Assignment> = placement
+        .assignments
+        .iter()
+        .map(|(n, a)| (n.as_str(), a))
+        .collect();
+    let vms = ctx
+        .d
+        .vms
+        .keys()
+        .map(|name| {
+            while placed.next_if(|(v, _)| *v < name).is_some() {}
+            let node = placed.next_if(|(v, _)| *v == name).map(|(_, n)| n);
+            let assigned = node.is_some_and(|n| {
+                by_node
+                    .get(n.as_str())
+                    .and_then(|a| a.vms.get(name))
+                    .is_some_and(|t| *t == VmTarget::Run)
+            });
+            (
+                name.clone(),
+                VmStatus {
+                    node: node.cloned(),
+                    assigned,
+                },
+            )
+        })
+        .collect();
     pending.sort_by(|a, b| a.subject.cmp(&b.subject));
     pending.dedup();
     Plan {
@@ -478,12 +554,12 @@ fn fence_requests(ctx: &Ctx, pending: &mut Vec<Pending>) -> Vec<FenceRequest> {
     if ctx.d.cluster.fencing == FencingPolicy::Disabled {
         return out;
     }
-    for (n, st) in &ctx.state {
+    for n in &ctx.nodes {
         let NodeState::Lost {
             since,
             safe: false,
             deadline,
-        } = st
+        } = ctx.state(n)
         else {
             continue;
         };
@@ -576,12 +652,11 @@ struct Builder<'c, 'a> {
     ctx: &'c Ctx<'a>,
     /// Chosen node per VM (kept or new).
     target: Map<&'a str, &'a str>,
-    /// VMs chosen per node, for capacity and anti-affinity.
-    on_node: BTreeMap<&'a str, BTreeSet<&'a str>>,
-    used: BTreeMap<&'a str, (i64, i64)>,
+    /// CPUs and memory (MiB) of the VMs chosen per node.
+    used: Map<&'a str, (i64, i64)>,
     /// VMs moving off an alive node (drain, failback, manifest change), with the source.
     leaving: Map<&'a str, &'a str>,
-    assignments: BTreeMap<&'a str, Assignment>,
+    assignments: Map<&'a str, Assignment>,
     /// VM -> node where it is assigned to run in this plan.
     active: Map<&'a str, &'a str>,
     vip_target: Map<&'a str, &'a str>,
@@ -590,25 +665,23 @@ struct Builder<'c, 'a> {
 impl<'c, 'a> Builder<'c, 'a> {
     fn new(ctx: &'c Ctx<'a>) -> Self {
         let assignments = ctx
-            .state
-            .keys()
+            .nodes
+            .iter()
             .map(|n| (*n, Assignment::default()))
             .collect();
         Builder {
             ctx,
-            target: Map::default(),
-            on_node: BTreeMap::new(),
-            used: BTreeMap::new(),
+            target: map_with_capacity(ctx.d.vms.len()),
+            used: Map::default(),
             leaving: Map::default(),
             assignments,
-            active: Map::default(),
+            active: map_with_capacity(ctx.d.vms.len()),
             vip_target: Map::default(),
         }
     }
 
     fn take(&mut self, vm: &'a VmDesc, node: &'a str) {
         self.target.insert(&vm.name, node);
-        self.on_node.entry(node).or_default().insert(&vm.name);
         let u = self.used.entry(node).or_default();
         u.0 += i64::from(vm.cpus);
         u.1 += vm.memory_mib as i64;
@@ -637,14 +710,14 @@ impl<'c, 'a> Builder<'c, 'a> {
                 memory_free_mib,
             });
         }
-        if let Some(other) = self
-            .on_node
-            .get(node)
-            .and_then(|s| s.iter().find(|o| vm.anti_affinity.contains(**o)))
+        // The first by name of the VMs it must not share a node with that are chosen here.
+        if let Some(other) = vm
+            .anti_affinity
+            .iter()
+            .filter(|o| self.target.get(o.as_str()) == Some(&node))
+            .min()
         {
-            return Some(Ineligible::AntiAffinity {
-                vm: other.to_string(),
-            });
+            return Some(Ineligible::AntiAffinity { vm: other.clone() });
         }
         let report = ctx.reports.get(node);
         for vol in &vm.volumes {
@@ -688,10 +761,9 @@ impl<'c, 'a> Builder<'c, 'a> {
         for vm in &order {
             let vm = *vm;
             let current: Option<&'a str> = ctx
-                .prev
-                .vms
-                .get(&vm.name)
-                .map(String::as_str)
+                .prev_node
+                .get(vm.name.as_str())
+                .copied()
                 .or_else(|| self.adopt(vm));
             let Some(cur) = current
                 .and_then(|c| vm.candidates.iter().find(|x| *x == c))
@@ -764,10 +836,7 @@ impl<'c, 'a> Builder<'c, 'a> {
     /// (a controller taking over a running cluster): keep it there rather than restart it.
     fn adopt(&self, vm: &VmDesc) -> Option<&'a str> {
         let ctx = self.ctx;
-        let running: Vec<&'a str> = ctx
-            .vm_holders
-            .get(vm.name.as_str())
-            .unwrap_or(EMPTY)
+        let running: Vec<&'a str> = holders(&ctx.vm_holders, &vm.name)
             .iter()
             .copied()
             .filter(|n| ctx.reports.get(n).is_some_and(|r| r.vm_running(&vm.name)))
@@ -790,12 +859,7 @@ impl<'c, 'a> Builder<'c, 'a> {
             };
             let running_here = ctx.reports.get(cur).is_some_and(|r| r.vm_running(&vm.name));
             // Only a VM settled where it is: not one still arriving by live migration.
-            let settled = ctx
-                .prev
-                .assignments
-                .get(cur)
-                .and_then(|a| a.vms.get(vm.name.as_str()))
-                == Some(&VmTarget::Run);
+            let settled = ctx.prev_target(&vm.name, cur) == Some(&VmTarget::Run);
             if !ctx.alive(cur) || !running_here || !settled {
                 continue;
             }
@@ -813,9 +877,10 @@ impl<'c, 'a> Builder<'c, 'a> {
         }
     }
 
+    /// Take `vm` off `node` before it is chosen elsewhere.
     fn release_capacity(&mut self, vm: &'a VmDesc, node: &'a str) {
-        if let Some(s) = self.on_node.get_mut(node) {
-            s.remove(vm.name.as_str());
+        if self.target.get(vm.name.as_str()) == Some(&node) {
+            self.target.remove(vm.name.as_str());
         }
         if let Some(u) = self.used.get_mut(node) {
             u.0 -= i64::from(vm.cpus);
@@ -826,25 +891,23 @@ impl<'c, 'a> Builder<'c, 'a> {
     /// Give each VM to its node once every other holder has let go.
     fn activate_vms(&mut self, pending: &mut Vec<Pending>) {
         let ctx = self.ctx;
-        let targets: Vec<(&'a str, &'a str)> = self.target.iter().map(|(v, n)| (*v, *n)).collect();
-        for (vm_name, node) in targets {
-            let vm = &ctx.d.vms[vm_name];
-            let subject = Subject::Vm(vm_name.to_string());
+        for vm in ctx.d.vms.values() {
+            let Some(&node) = self.target.get(vm.name.as_str()) else {
+                continue;
+            };
+            let vm_name = vm.name.as_str();
+            let subject = || Subject::Vm(vm.name.clone());
             // Pinned VMs on a drained node are stopped until it is undrained.
             if ctx.drained(node) && !vm.failover && ctx.alive(node) {
                 pending.push(Pending {
-                    subject,
+                    subject: subject(),
                     wait: Wait::PinnedDrained {
                         node: node.to_string(),
                     },
                 });
                 continue;
             }
-            let prev_here = ctx
-                .prev
-                .assignments
-                .get(node)
-                .and_then(|a| a.vms.get(vm_name));
+            let prev_here = ctx.prev_target(vm_name, node);
             let migration_from = self.migration_into(vm_name, node);
             match ctx.state(node) {
                 NodeState::Lost { safe, .. } => {
@@ -854,7 +917,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                         self.assign_vm(src, vm_name, VmTarget::MigrateTo(node.to_string()));
                         self.assign_vm(node, vm_name, VmTarget::Incoming(src.to_string()));
                         pending.push(Pending {
-                            subject,
+                            subject: subject(),
                             wait: ctx.blocking_wait(node),
                         });
                         continue;
@@ -877,7 +940,10 @@ impl<'c, 'a> Builder<'c, 'a> {
                     } else {
                         ctx.blocking_wait(node)
                     };
-                    pending.push(Pending { subject, wait });
+                    pending.push(Pending {
+                        subject: subject(),
+                        wait,
+                    });
                     continue;
                 }
                 NodeState::NotJoined => continue,
@@ -901,7 +967,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                         self.assign_vm(src, vm_name, VmTarget::MigrateTo(node.to_string()));
                         self.assign_vm(node, vm_name, VmTarget::Incoming(src.to_string()));
                         pending.push(Pending {
-                            subject,
+                            subject: subject(),
                             wait: Wait::Migration {
                                 from: src.to_string(),
                                 to: node.to_string(),
@@ -917,7 +983,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                     self.assign_vm(src, vm_name, VmTarget::MigrateTo(node.to_string()));
                     self.assign_vm(node, vm_name, VmTarget::Incoming(src.to_string()));
                     pending.push(Pending {
-                        subject,
+                        subject: subject(),
                         wait: ctx.blocking_wait(src),
                     });
                     continue;
@@ -927,12 +993,7 @@ impl<'c, 'a> Builder<'c, 'a> {
             // told to run it: one where it has just arrived is first confirmed there.
             if let Some(&src) = self.leaving.get(vm_name) {
                 let src_running = ctx.reports.get(src).is_some_and(|r| r.vm_running(vm_name));
-                let src_runs = ctx
-                    .prev
-                    .assignments
-                    .get(src)
-                    .and_then(|a| a.vms.get(vm_name))
-                    == Some(&VmTarget::Run);
+                let src_runs = ctx.prev_target(vm_name, src) == Some(&VmTarget::Run);
                 if vm.live_migration
                     && ctx.alive(src)
                     && src_running
@@ -942,7 +1003,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                     self.assign_vm(src, vm_name, VmTarget::MigrateTo(node.to_string()));
                     self.assign_vm(node, vm_name, VmTarget::Incoming(src.to_string()));
                     pending.push(Pending {
-                        subject,
+                        subject: subject(),
                         wait: Wait::Migration {
                             from: src.to_string(),
                             to: node.to_string(),
@@ -968,23 +1029,20 @@ impl<'c, 'a> Builder<'c, 'a> {
                     self.active.insert(vm_name, node);
                 }
                 pending.push(Pending {
-                    subject,
+                    subject: subject(),
                     wait: Wait::SplitBrain { nodes: sb },
                 });
                 continue;
             }
             let blocked = others.iter().find(|h| {
-                let in_prev = ctx
-                    .prev
-                    .assignments
-                    .get(**h)
-                    .is_some_and(|a| a.holds_vm(vm_name))
-                    || vm.volumes.iter().any(|v| {
-                        ctx.prev
-                            .assignments
-                            .get(**h)
-                            .is_some_and(|a| a.volumes.get(v) == Some(&VolumeRole::Primary))
-                    });
+                let prev_h = ctx.prev_assignment(h);
+                let in_prev = prev_h.is_some_and(|a| {
+                    a.holds_vm(vm_name)
+                        || vm
+                            .volumes
+                            .iter()
+                            .any(|v| a.volumes.get(v) == Some(&VolumeRole::Primary))
+                });
                 !ctx.released(
                     h,
                     |r| r.vm_active(vm_name) || vm.volumes.iter().any(|v| r.primary(v)),
@@ -999,7 +1057,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                         self.assign_vm(node, vm_name, VmTarget::Incoming(src.to_string()));
                     }
                     pending.push(Pending {
-                        subject,
+                        subject: subject(),
                         wait: ctx.blocking_wait(h),
                     })
                 }
@@ -1014,12 +1072,12 @@ impl<'c, 'a> Builder<'c, 'a> {
     /// The source of a live migration into `node` started in an earlier plan: the previous
     /// placement told the source to migrate the VM to `node` and `node` to expect it.
     fn migration_into(&self, vm: &str, node: &str) -> Option<&'a str> {
-        let prev = &self.ctx.prev.assignments;
-        let Some(VmTarget::Incoming(src)) = prev.get(node).and_then(|a| a.vms.get(vm)) else {
+        let ctx = self.ctx;
+        let Some(VmTarget::Incoming(src)) = ctx.prev_target(vm, node) else {
             return None;
         };
-        let handed = prev.get(src.as_str()).and_then(|a| a.vms.get(vm));
-        (handed == Some(&VmTarget::MigrateTo(node.to_string()))).then_some(src.as_str())
+        let handed = ctx.prev_target(vm, src);
+        matches!(handed, Some(VmTarget::MigrateTo(to)) if to == node).then_some(src.as_str())
     }
 
     /// Whether the source of a migration no longer has the VM and will not start it: it
@@ -1057,19 +1115,14 @@ impl<'c, 'a> Builder<'c, 'a> {
     /// sorted and without repeats.
     fn other_holders(&self, vm: &VmDesc, node: &str) -> Vec<&'a str> {
         let ctx = self.ctx;
-        let mut out: Vec<&'a str> = ctx
-            .vm_holders
-            .get(vm.name.as_str())
-            .unwrap_or(EMPTY)
+        let mut out: Vec<&'a str> = holders(&ctx.vm_holders, &vm.name)
             .iter()
             .copied()
             .filter(|h| *h != node)
             .collect();
         for v in &vm.volumes {
             out.extend(
-                ctx.volume_primaries
-                    .get(v.as_str())
-                    .unwrap_or(EMPTY)
+                holders(&ctx.volume_primaries, v)
                     .iter()
                     .copied()
                     .filter(|h| *h != node),
@@ -1093,6 +1146,9 @@ impl<'c, 'a> Builder<'c, 'a> {
     /// DRBD roles: Primary where the VM is assigned to run, Secondary on every other replica.
     fn volumes(&mut self) {
         let ctx = self.ctx;
+        // Volumes come in name order, so each node's list is sorted and becomes its map in
+        // one go rather than by a search per insert.
+        let mut roles: Map<&'a str, Vec<(String, VolumeRole)>> = Map::default();
         for (name, vol) in &ctx.d.volumes {
             let VolumeKind::Drbd { replicas } = &vol.kind else {
                 continue;
@@ -1108,9 +1164,19 @@ impl<'c, 'a> Builder<'c, 'a> {
                 } else {
                     VolumeRole::Secondary
                 };
-                if let Some(a) = self.assignments.get_mut(r.as_str()) {
-                    a.volumes.insert(name.clone(), role);
+                if self.assignments.contains_key(r.as_str()) {
+                    roles
+                        .entry(r.as_str())
+                        .or_default()
+                        .push((name.clone(), role));
                 }
+            }
+        }
+        for (n, list) in roles {
+            if let Some(a) = self.assignments.get_mut(n) {
+                // Nothing else gives volume roles.
+                debug_assert!(a.volumes.is_empty());
+                a.volumes = list.into_iter().collect();
             }
         }
     }
@@ -1148,9 +1214,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                 self.vip_target.insert(name, node);
             }
             let prev_here = ctx
-                .prev
-                .assignments
-                .get(node)
+                .prev_assignment(node)
                 .is_some_and(|a| a.vips.contains(name));
             if !ctx.alive(node) {
                 // On a lost node (not yet safe, or holding a pinned VM): kept there if it was
@@ -1169,10 +1233,7 @@ impl<'c, 'a> Builder<'c, 'a> {
                 pending.push(Pending { subject, wait });
                 continue;
             }
-            let mut others: Vec<&str> = ctx
-                .vip_holders
-                .get(name.as_str())
-                .unwrap_or(EMPTY)
+            let mut others: Vec<&str> = holders(&ctx.vip_holders, name)
                 .iter()
                 .copied()
                 .filter(|h| *h != node)
@@ -1188,9 +1249,7 @@ impl<'c, 'a> Builder<'c, 'a> {
             }
             let blocked = others.iter().find(|h| {
                 let in_prev = ctx
-                    .prev
-                    .assignments
-                    .get(**h)
+                    .prev_assignment(h)
                     .is_some_and(|a| a.vips.contains(name));
                 !ctx.released(h, |r| r.addresses.contains(&vip.address), in_prev)
             });
@@ -1242,7 +1301,7 @@ impl<'c, 'a> Builder<'c, 'a> {
             .assignments
             .into_iter()
             .map(|(n, mut a)| {
-                a.generation = match ctx.prev.assignments.get(n) {
+                a.generation = match ctx.prev_assignment(n) {
                     Some(p) if p.same_content(&a) => p.generation,
                     Some(p) => p.generation + 1,
                     None => 1,
@@ -1252,15 +1311,18 @@ impl<'c, 'a> Builder<'c, 'a> {
             .collect();
         Placement {
             assignments,
-            vms: self
-                .target
-                .into_iter()
-                .map(|(v, n)| (v.to_string(), n.to_string()))
+            // In name order, as the maps keep them: built in one go rather than sorted.
+            vms: ctx
+                .d
+                .vms
+                .keys()
+                .filter_map(|v| Some((v.clone(), self.target.get(v.as_str())?.to_string())))
                 .collect(),
-            vips: self
-                .vip_target
-                .into_iter()
-                .map(|(v, n)| (v.to_string(), n.to_string()))
+            vips: ctx
+                .d
+                .vips
+                .keys()
+                .filter_map(|v| Some((v.clone(), self.vip_target.get(v.as_str())?.to_string())))
                 .collect(),
         }
     }
