@@ -715,7 +715,7 @@ fn run_case(case: &Case, desired: Desired) -> Result<(), TestCaseError> {
                 match load(&next) {
                     Ok(d) => {
                         e.resources = LocalResources::from_desired(&d);
-                        e.desired = d;
+                        e.desired = d.into();
                         cluster = next;
                     }
                     // S5: the cluster stays on the last good revision.

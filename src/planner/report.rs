@@ -143,6 +143,16 @@ pub enum Wait {
     },
 }
 
+impl Wait {
+    /// The self-fence deadline this wait ends at, if it is a wait on a lost node that has one.
+    pub fn deadline(&self) -> Option<Time> {
+        match self {
+            Wait::Fencing { deadline, .. } | Wait::FencingFailed { deadline, .. } => *deadline,
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Display for Wait {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

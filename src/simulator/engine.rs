@@ -1,6 +1,8 @@
 //! The step engine: rounds of observe → plan → fence → assign → converge, in virtual time.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
@@ -61,25 +63,31 @@ pub struct Step {
     pub violations: Vec<String>,
 }
 
-impl Step {
+/// A round whose plan is still being checked against S1-S6 on another core: the step it
+/// makes once the check is done.
+struct Checking {
+    check: JoinHandle<(Vec<Violation>, Plan)>,
+    at: Time,
+    fence_results: Vec<(FenceRequest, bool, Option<String>)>,
+    actions: Vec<NodeActions>,
+    joined: Vec<String>,
+    /// S1 and S3 over the hosts after the round.
+    world: Vec<Violation>,
+}
+
+/// What the next round needs to know of one whose plan is still being checked.
+struct RoundEnd {
     /// Nothing was fenced, assigned, taken, joined or done: the next round at a later time
     /// sees what this one saw, so it would change nothing either (unless a timer runs out,
     /// which [`Engine::run_until_stable`] checks apart).
-    pub fn is_quiet(&self, prev: &Placement) -> bool {
-        self.fence_results.is_empty()
-            && self.joined.is_empty()
-            && self.plan.is_steady(prev)
-            && self.actions.iter().all(|a| {
-                a.done.is_empty()
-                    && a.failed.is_none()
-                    && !a.self_demoted
-                    && a.took_generation.is_none()
-            })
-    }
+    quiet: bool,
+    /// The self-fence deadlines the plan waits on.
+    deadlines: Vec<Time>,
 }
 
 pub struct Engine {
-    pub desired: Desired,
+    /// Shared with the thread that checks each plan while the next round runs.
+    pub desired: Arc<Desired>,
     pub world: SimWorld,
     pub placement: Placement,
     pub fence_attempts: BTreeMap<String, Vec<FenceAttempt>>,
@@ -95,7 +103,8 @@ fn resources(d: &Desired) -> LocalResources {
 
 impl Engine {
     /// Every node up with an empty host, at time zero.
-    pub fn new(desired: Desired) -> Engine {
+    pub fn new(desired: impl Into<Arc<Desired>>) -> Engine {
+        let desired = desired.into();
         let mut world = SimWorld::default();
         for n in desired.nodes.keys() {
             world.nodes.insert(n.clone(), SimNode::fresh());
@@ -117,7 +126,7 @@ impl Engine {
     /// `simulate` starts from. Reached by planning alone (each round's hosts taken to have
     /// done what the previous round asked), which is what the agents' convergence amounts to,
     /// without simulating every host action on the way. Returns the rounds it took.
-    pub fn steady(desired: Desired) -> (Engine, usize) {
+    pub fn steady(desired: impl Into<Arc<Desired>>) -> (Engine, usize) {
         let mut e = Engine::new(desired);
         let (placement, observed, rounds) = steady_state(&e.desired, e.now);
         let ttl = e.desired.cluster.lease_ttl;
@@ -139,7 +148,7 @@ impl Engine {
 
     /// Start from a saved state: nodes whose lease is alive run with the hosts their reports
     /// describe; nodes whose lease expired are taken to be off.
-    pub fn from_snapshot(desired: Desired, snap: &Snapshot) -> Engine {
+    pub fn from_snapshot(desired: impl Into<Arc<Desired>>, snap: &Snapshot) -> Engine {
         let mut e = Engine::new(desired);
         e.now = snap.now;
         e.operations = snap.operations.clone();
@@ -240,43 +249,75 @@ impl Engine {
 
     /// One round at the current time, then time advances by the renew interval.
     pub fn step(&mut self) -> Step {
-        self.round().0
+        let (checking, _) = self.round();
+        self.finish(checking)
     }
 
-    /// [`Engine::step`], also giving the placement the round started from.
-    fn round(&mut self) -> (Step, Placement) {
+    /// Plan, fence and converge one round. The plan is checked against S1-S6 on another
+    /// core meanwhile, and may still be when the next round starts: the check reads only what
+    /// the plan was made from, and [`Engine::finish`] waits for it.
+    fn round(&mut self) -> (Checking, RoundEnd) {
         let observed = self.observe();
         let plan = planner::plan(&self.desired, &observed, &self.placement, self.now);
         let prev = std::mem::replace(&mut self.placement, plan.placement.clone());
-        // The plan is checked against S1-S6 on a second core while the simulated cluster
-        // carries it out: the check only reads what the plan was made from.
-        let (mut violations, (fence_results, actions, joined)) = std::thread::scope(|scope| {
-            let desired = &self.desired;
-            let checker = scope.spawn(|| invariants::check_plan(desired, &observed, &prev, &plan));
-            let done = converge(
-                &mut self.world,
-                &mut self.fence_attempts,
-                desired,
-                &self.resources,
-                &plan,
-                self.now,
-            );
-            (checker.join().expect("the plan checker panicked"), done)
+        let steady = plan.is_steady(&prev);
+        let (fence_results, actions, joined) = converge(
+            &mut self.world,
+            &mut self.fence_attempts,
+            &self.desired,
+            &self.resources,
+            &self.placement,
+            &plan.fence,
+            self.now,
+        );
+        let mut deadlines: Vec<Time> = plan
+            .pending
+            .iter()
+            .filter_map(|p| p.wait.deadline())
+            .collect();
+        deadlines.sort_unstable();
+        deadlines.dedup();
+        let desired = Arc::clone(&self.desired);
+        let check = std::thread::spawn(move || {
+            let found = invariants::check_plan(&desired, &observed, &prev, &plan);
+            (found, plan)
         });
-        violations.extend(self.check_world());
-        for v in &violations {
-            self.violations.push((self.now, v.clone()));
-        }
-        let step = Step {
+        let quiet = steady
+            && fence_results.is_empty()
+            && joined.is_empty()
+            && actions.iter().all(|a| {
+                a.done.is_empty()
+                    && a.failed.is_none()
+                    && !a.self_demoted
+                    && a.took_generation.is_none()
+            });
+        let checking = Checking {
+            check,
             at: self.now,
-            plan,
             fence_results,
             actions,
             joined,
-            violations: violations.iter().map(|v| v.to_string()).collect(),
+            world: self.check_world(),
         };
         self.now = self.now.plus(self.desired.cluster.renew_interval);
-        (step, prev)
+        (checking, RoundEnd { quiet, deadlines })
+    }
+
+    /// The step of a round, once its plan is checked.
+    fn finish(&mut self, c: Checking) -> Step {
+        let (mut violations, plan) = c.check.join().expect("the plan checker panicked");
+        violations.extend(c.world);
+        for v in &violations {
+            self.violations.push((c.at, v.clone()));
+        }
+        Step {
+            at: c.at,
+            plan,
+            fence_results: c.fence_results,
+            actions: c.actions,
+            joined: c.joined,
+            violations: violations.iter().map(|v| v.to_string()).collect(),
+        }
     }
 
     /// S1 and S3 over the simulated hosts as they are now.
@@ -300,8 +341,8 @@ impl Engine {
     }
 
     /// The next moment at which time alone changes something: a lease running out on a node
-    /// that stopped renewing, or a self-fence deadline passing.
-    fn next_timer(&self, last: &Step) -> Option<Time> {
+    /// that stopped renewing, or a self-fence deadline the last plan waits on passing.
+    fn next_timer(&self, deadlines: &[Time]) -> Option<Time> {
         let leases = self
             .world
             .nodes
@@ -311,38 +352,36 @@ impl Engine {
         // A self-fence deadline frees the node's work whether or not fencing answered. (Retries
         // of fencing that failed are not waited for: the simulated devices fail until told
         // otherwise, so a retry would change nothing.)
-        let deadlines = last.plan.pending.iter().filter_map(|p| match &p.wait {
-            planner::Wait::Fencing {
-                deadline: Some(t), ..
-            }
-            | planner::Wait::FencingFailed {
-                deadline: Some(t), ..
-            } if *t >= self.now => Some(*t),
-            _ => None,
-        });
-        leases.chain(deadlines).min()
+        let deadline = deadlines.iter().copied().find(|t| *t >= self.now);
+        leases.chain(deadline).min()
     }
 
     /// Step until a round changes nothing and no timer is pending, or `max` rounds.
     pub fn run_until_stable(&mut self, max: usize) -> Vec<Step> {
         let mut steps = Vec::new();
-        while steps.len() < max {
-            let (s, prev) = self.round();
-            let q = s.is_quiet(&prev);
+        // The round before, whose plan may still be being checked while this one runs.
+        let mut checking = None;
+        for _ in 0..max {
+            let (c, end) = self.round();
+            if let Some(before) = checking.replace(c) {
+                steps.push(self.finish(before));
+            }
             // Time alone will still change something: a lease yet to expire on a node that
             // stopped renewing, or a self-fence deadline yet to pass.
-            let timer = self.next_timer(&s);
+            let timer = self.next_timer(&end.deadlines);
             // Nothing happened and only a timer can change that: jump to it rather than
             // planning round after idle round (a quiet round changes nothing by definition).
-            if q {
+            if end.quiet {
                 if let Some(t) = timer {
                     self.now = self.now.max(t);
                 }
             }
-            steps.push(s);
-            if q && timer.is_none() {
+            if end.quiet && timer.is_none() {
                 break;
             }
+        }
+        if let Some(last) = checking {
+            steps.push(self.finish(last));
         }
         steps
     }
@@ -378,12 +417,13 @@ fn converge(
     fence_attempts: &mut BTreeMap<String, Vec<FenceAttempt>>,
     desired: &Desired,
     resources: &LocalResources,
-    plan: &Plan,
+    placement: &Placement,
+    fence: &[FenceRequest],
     now: Time,
 ) -> Converged {
     // The controller fences first: a level counts only if every device in it confirms.
     let mut fence_results = Vec::new();
-    for req in &plan.fence {
+    for req in fence {
         let failed: Vec<&str> = req
             .devices
             .iter()
@@ -432,7 +472,7 @@ fn converge(
         };
         let forced = !node.connected;
         let list: Vec<Action> = if node.connected {
-            if let Some(a) = plan.placement.assignments.get(&name) {
+            if let Some(a) = placement.assignments.get(&name) {
                 if a.generation > node.held.generation {
                     rec.took_generation = Some(a.generation);
                     let n = world.nodes.get_mut(&name).unwrap();
