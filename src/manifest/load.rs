@@ -74,21 +74,16 @@ pub fn load(source: &dyn Source) -> (ManifestSet, Vec<Diagnostic>) {
         texts.push((file, text));
     }
     // Parsing YAML is most of the work and each file stands alone: parse them on every core,
-    // then build the set in file order, so the result does not depend on the threads.
-    // In batches, so that only one batch of parsed (and memory-hungry) YAML values is alive at
-    // a time.
-    for batch in texts.chunks(PARSE_BATCH) {
-        let parsed = parse_all(batch);
-        for ((file, _), p) in batch.iter().zip(parsed) {
-            load_file(&mut set, &mut diags, *file, p);
-        }
+    // then build the set in file order, so the result does not depend on the threads. A
+    // document's YAML value is turned into its typed object on the parsing thread, so what
+    // comes back is what the set keeps (only documents that fail to load keep their value).
+    let parsed = parse_all(&texts);
+    for ((file, _), p) in texts.iter().zip(parsed) {
+        load_file(&mut set, &mut diags, *file, p);
     }
     resolve_domain_xml(source, &mut set, &mut diags);
     (set, diags)
 }
-
-/// Files parsed together before their documents are turned into typed objects.
-const PARSE_BATCH: usize = 2048;
 
 /// The documents of one file, each typed (or with why not), and the syntax error that ended
 /// the file, if any.
@@ -459,6 +454,12 @@ fn typed<S: DeserializeOwned>(
     kind: Kind,
     value: serde_yaml::Value,
 ) -> Option<Object<S>> {
+    // Straight from the value first: tracking the path of every field costs time and is only
+    // needed to say where a problem is, so it is done again, with the path, for a document
+    // that has one (the same deserializer, so the same outcome).
+    if let Ok(o) = Object::<S>::deserialize(&value) {
+        return Some(o);
+    }
     match serde_path_to_error::deserialize::<_, Object<S>>(&value) {
         Ok(o) => Some(o),
         Err(e) => {
