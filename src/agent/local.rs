@@ -98,9 +98,6 @@ pub fn actions(assignment: &Assignment, host: &HostReport, res: &LocalResources)
         .iter()
         .filter_map(|v| res.vip_addresses.get(v).map(|a| (a.as_str(), v.as_str())))
         .collect();
-    // Address -> VirtualIP name, to name an address being removed; built only when one is
-    // (every floating address of the cluster, for every node's pass, added up).
-    let mut known: Option<BTreeMap<&str, &str>> = None;
     // 1. Addresses that must go: not assigned, or their VM is leaving this host.
     for addr in &host.addresses {
         let keep = assigned_addresses.get(addr.as_str()).is_some_and(|vip| {
@@ -109,16 +106,13 @@ pub fn actions(assignment: &Assignment, host: &HostReport, res: &LocalResources)
                 .is_none_or(|vm| assignment.vms.get(vm) == Some(&VmTarget::Run))
         });
         if !keep {
-            let vip = known
-                .get_or_insert_with(|| {
-                    res.vip_addresses
-                        .iter()
-                        .map(|(v, a)| (a.as_str(), v.as_str()))
-                        .collect()
-                })
-                .get(addr.as_str())
-                .copied()
-                .unwrap_or("unknown");
+            // Looked up only for an address being removed: a map of every floating address
+            // of the cluster, built for every node's pass, cost more than all the rest.
+            let vip = res
+                .vip_addresses
+                .iter()
+                .find(|(_, a)| *a == addr)
+                .map_or("unknown", |(v, _)| v.as_str());
             out.push(Action::RemoveAddress {
                 vip: vip.to_string(),
                 address: addr.clone(),

@@ -877,11 +877,9 @@ impl<'c, 'a> Builder<'c, 'a> {
         }
     }
 
-    /// Take `vm` off `node` before it is chosen elsewhere.
+    /// Give back the room `vm` took on `node`, before it is chosen elsewhere (which
+    /// replaces its entry in `target`).
     fn release_capacity(&mut self, vm: &'a VmDesc, node: &'a str) {
-        if self.target.get(vm.name.as_str()) == Some(&node) {
-            self.target.remove(vm.name.as_str());
-        }
         if let Some(u) = self.used.get_mut(node) {
             u.0 -= i64::from(vm.cpus);
             u.1 -= vm.memory_mib as i64;

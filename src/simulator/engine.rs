@@ -261,27 +261,26 @@ impl Engine {
         let plan = planner::plan(&self.desired, &observed, &self.placement, self.now);
         let prev = std::mem::replace(&mut self.placement, plan.placement.clone());
         let steady = plan.is_steady(&prev);
+        let deadlines: Vec<Time> = plan
+            .pending
+            .iter()
+            .filter_map(|p| p.wait.deadline())
+            .collect();
+        let fence = plan.fence.clone();
+        let desired = Arc::clone(&self.desired);
+        let check = std::thread::spawn(move || {
+            let found = invariants::check_plan(&desired, &observed, &prev, &plan);
+            (found, plan)
+        });
         let (fence_results, actions, joined) = converge(
             &mut self.world,
             &mut self.fence_attempts,
             &self.desired,
             &self.resources,
             &self.placement,
-            &plan.fence,
+            &fence,
             self.now,
         );
-        let mut deadlines: Vec<Time> = plan
-            .pending
-            .iter()
-            .filter_map(|p| p.wait.deadline())
-            .collect();
-        deadlines.sort_unstable();
-        deadlines.dedup();
-        let desired = Arc::clone(&self.desired);
-        let check = std::thread::spawn(move || {
-            let found = invariants::check_plan(&desired, &observed, &prev, &plan);
-            (found, plan)
-        });
         let quiet = steady
             && fence_results.is_empty()
             && joined.is_empty()
@@ -352,7 +351,7 @@ impl Engine {
         // A self-fence deadline frees the node's work whether or not fencing answered. (Retries
         // of fencing that failed are not waited for: the simulated devices fail until told
         // otherwise, so a retry would change nothing.)
-        let deadline = deadlines.iter().copied().find(|t| *t >= self.now);
+        let deadline = deadlines.iter().copied().filter(|t| *t >= self.now).min();
         leases.chain(deadline).min()
     }
 
