@@ -118,6 +118,16 @@ const PARSE_BATCH: usize = 2048;
 
 fn parse_file(file: usize, text: &str) -> ParsedFile {
     let mut docs = Vec::new();
+    // Most manifests are in the plain block style the fast path reads; it declines anything
+    // else, and serde_yaml then reads the whole file.
+    if let Some(values) = super::quick_yaml::parse(text) {
+        for (doc, v) in values.into_iter().enumerate() {
+            if !v.is_null() {
+                docs.push(type_document(Origin { file, doc }, v));
+            }
+        }
+        return ParsedFile { docs, error: None };
+    }
     for (doc, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
         match serde_yaml::Value::deserialize(de) {
             Ok(v) if v.is_null() => {} // an empty document, as between `---` lines

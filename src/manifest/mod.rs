@@ -10,6 +10,7 @@ pub mod diag;
 pub mod fence;
 mod load;
 pub mod node;
+pub mod quick_yaml;
 pub mod schema;
 pub mod span;
 mod validate;

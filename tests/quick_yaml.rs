@@ -1,0 +1,93 @@
+//! The manifest fast path (`manifest::quick_yaml`) against serde_yaml on real files: every YAML
+//! file in the repository, and a generated repository. Where the fast path reads a file, it
+//! must read it exactly as serde_yaml does; and the reference manifests, the examples and the
+//! generated repository must take the fast path, or it would speed nothing up.
+
+use std::path::{Path, PathBuf};
+
+use rampart::manifest::quick_yaml;
+use rampart::synth::{self, Shape};
+use serde::Deserialize;
+use serde_yaml::Value;
+
+fn reference(text: &str) -> Option<Vec<Value>> {
+    let mut out = Vec::new();
+    for de in serde_yaml::Deserializer::from_str(text) {
+        out.push(Value::deserialize(de).ok()?);
+    }
+    Some(out)
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            yaml_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+}
+
+/// The fast path's documents for `text`, checked against serde_yaml; whether it read them.
+fn check(name: &str, text: &str) -> bool {
+    match quick_yaml::parse(text) {
+        None => false,
+        Some(docs) => {
+            assert_eq!(
+                Some(&docs),
+                reference(text).as_ref(),
+                "{name}: the fast path disagrees with serde_yaml"
+            );
+            true
+        }
+    }
+}
+
+#[test]
+fn every_yaml_file_in_the_repository_is_read_as_serde_yaml_reads_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["manifests", "examples", "tests"] {
+        yaml_files(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 100, "found only {} YAML files", files.len());
+    let mut read = 0;
+    for f in &files {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue; // deliberately broken files (not UTF-8) in tests/invalid
+        };
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let rel = f.strip_prefix(root).unwrap().display().to_string();
+        let fast = check(&rel, text);
+        read += usize::from(fast);
+        if rel.starts_with("manifests/") || rel.starts_with("examples/three-node") {
+            assert!(fast, "{rel}: the reference style should take the fast path");
+        }
+    }
+    // Most of the corpus is in the plain style; the invalid corpus and a few files use
+    // constructs left to serde_yaml on purpose.
+    assert!(
+        read * 10 >= files.len() * 7,
+        "only {read} of {} files took the fast path",
+        files.len()
+    );
+}
+
+#[test]
+fn a_generated_repository_takes_the_fast_path_whole() {
+    let shape = Shape {
+        hypervisors: 5,
+        vms: 40,
+        vip_every: 2,
+    };
+    let files = synth::files(&shape);
+    assert!(files.len() > 40);
+    for (name, text) in &files {
+        assert!(check(name, text), "{name}: declined");
+    }
+}
