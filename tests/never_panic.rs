@@ -21,6 +21,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use rampart::manifest::{self, Report, Severity, API_VERSION};
+use rampart::model::Desired;
 use rampart::source::{RawFile, Source};
 use serde::Deserialize;
 
@@ -87,11 +88,31 @@ fn mem(files: Vec<(String, Vec<u8>)>) -> Mem {
 // Running the checker and the properties every run must have.
 
 /// Load, validate and render, on another thread so that a hang fails the test instead of
-/// stalling it. A panic on that thread is re-raised here.
+/// stalling it. A panic on that thread is re-raised here. Loading goes through
+/// `Desired::load`, which also builds the desired state before validation has judged the
+/// set; it must agree with `manifest::check` and with `Desired::from_report`.
 fn check(source: Mem) -> (Report, Vec<manifest::Rendered>) {
     let (tx, rx) = mpsc::channel();
     let worker = std::thread::spawn(move || {
-        let report = manifest::check(&source);
+        let (report, desired) = Desired::load(&source);
+        let checked = manifest::check(&source);
+        assert_eq!(
+            format!("{:?}", report.diagnostics),
+            format!("{:?}", checked.diagnostics),
+            "Desired::load and manifest::check disagree"
+        );
+        assert_eq!(
+            desired.is_ok(),
+            !report.has_errors(),
+            "a desired state must come with a valid set, and only with one"
+        );
+        assert_eq!(
+            desired.ok().map(|d| format!("{d:?}")),
+            Desired::from_report(&checked)
+                .ok()
+                .map(|d| format!("{d:?}")),
+            "Desired::load and Desired::from_report disagree"
+        );
         let rendered = report.rendered();
         for r in &rendered {
             let _ = r.to_text();

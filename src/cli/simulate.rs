@@ -57,8 +57,8 @@ pub(crate) fn load_desired(path: &PathBuf) -> Result<(Desired, manifest::Report)
         eprintln!("rampart: {}: no such file or directory", path.display());
         return Err(EXIT_ERROR);
     }
-    let report = manifest::check(&Paths::new([path.clone()]));
-    match Desired::from_report(&report) {
+    let (report, desired) = Desired::load(&Paths::new([path.clone()]));
+    match desired {
         Ok(d) => Ok((d, report)),
         Err(e) => {
             for d in report.rendered() {

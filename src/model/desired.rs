@@ -139,6 +139,14 @@ impl Desired {
     /// Build from a validation report; refuses a report with errors, so nothing downstream
     /// can ever act on an invalid revision.
     pub fn from_report(report: &Report) -> Result<Desired, Invalid> {
+        Self::judged(report, || Self::build(&report.set))
+    }
+
+    /// `built` (called only for a report without errors), or the report's errors.
+    fn judged(
+        report: &Report,
+        built: impl FnOnce() -> Option<Desired>,
+    ) -> Result<Desired, Invalid> {
         if report.has_errors() {
             let errors = report
                 .diagnostics
@@ -147,11 +155,33 @@ impl Desired {
                 .count();
             return Err(Invalid { errors });
         }
-        Ok(Self::from_valid_set(&report.set))
+        Ok(built().expect("a valid set has one Cluster, and one kind for each volume"))
     }
 
-    fn from_valid_set(set: &ManifestSet) -> Desired {
-        let c = set.cluster().expect("a valid set has exactly one Cluster");
+    /// Load the manifests of `source` and validate them, building the desired state from them
+    /// on another core meanwhile; it is kept only if they validate. The same as
+    /// [`manifest::check`](crate::manifest::check) then [`Desired::from_report`], sooner.
+    pub fn load(source: &dyn crate::source::Source) -> (Report, Result<Desired, Invalid>) {
+        let (set, mut diagnostics) = crate::manifest::load(source);
+        let (found, built) = std::thread::scope(|s| {
+            let building = s.spawn(|| Self::build(&set));
+            let found = crate::manifest::validate(&set);
+            let built = building
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (found, built)
+        });
+        diagnostics.extend(found);
+        let report = Report { set, diagnostics };
+        let desired = Self::judged(&report, || built);
+        (report, desired)
+    }
+
+    /// The desired state of a set, or `None` where the set lacks what validation requires of
+    /// it. It reads any set without panicking, valid or not: [`Desired::load`] builds it
+    /// before validation has judged the set.
+    fn build(set: &ManifestSet) -> Option<Desired> {
+        let c = set.cluster()?;
         let t = &c.spec.timing;
         let cluster = ClusterPolicy {
             name: c.metadata.name.clone(),
@@ -214,9 +244,8 @@ impl Desired {
                         node: l.node.clone(),
                     }
                 } else {
-                    let sh = s.shared.as_ref().expect("a valid volume has one kind");
                     VolumeKind::Shared {
-                        nodes: sh.nodes.clone(),
+                        nodes: s.shared.as_ref()?.nodes.clone(),
                     }
                 };
                 let desc = VolumeDesc {
@@ -224,9 +253,9 @@ impl Desired {
                     kind,
                     vm: volume_vm.get(name.as_str()).map(|s| s.to_string()),
                 };
-                (name.clone(), desc)
+                Some((name.clone(), desc))
             })
-            .collect();
+            .collect::<Option<_>>()?;
         let hypervisors: Vec<&String> = nodes
             .values()
             .filter(|n| n.is_hypervisor())
@@ -314,13 +343,13 @@ impl Desired {
                 (name.clone(), desc)
             })
             .collect();
-        Desired {
+        Some(Desired {
             cluster,
             nodes,
             volumes,
             vms,
             vips,
-        }
+        })
     }
 
     /// Store members, for quorum.

@@ -40,7 +40,7 @@ use super::credentials::{self, GitCredentials};
 use super::git::{GitError, Revision};
 use super::{is_hidden, is_manifest_name};
 use crate::drivers::config::{host_configs, HostConfig};
-use crate::manifest::{self, FenceDeviceSpec, Severity};
+use crate::manifest::{FenceDeviceSpec, Severity};
 use crate::model::{Desired, Time};
 
 /// Defaults of [`SyncOptions`].
@@ -885,7 +885,7 @@ fn inspect(
         }
         Err(e) => return refuse(vec![chain(&e)]),
     };
-    let report = manifest::check(&revision);
+    let (report, desired) = Desired::load(&revision);
     let rendered = report.rendered();
     let texts = |sev: Severity| -> Vec<String> {
         rendered
@@ -894,7 +894,7 @@ fn inspect(
             .map(|r| r.to_text())
             .collect()
     };
-    match Desired::from_report(&report) {
+    match desired {
         Ok(desired) => match host_configs(&report.set, &desired) {
             Ok(hosts) => Inspected::Valid {
                 commit: head,
