@@ -232,6 +232,23 @@ pub fn spawn() -> (watch::Sender<Targets>, watch::Receiver<Vec<Silent>>) {
     (targets_tx, silent_rx)
 }
 
+/// The silent nodes whose lease the leading controller revokes now: those still probed for
+/// the same lease under `targets`, which the round has just computed from its own view (a
+/// revision may since have set maintenance or given the node a watchdog, or the node may hold
+/// another lease), and not revoked before (`done`).
+pub fn to_revoke<'s>(silent: &'s [Silent], targets: &Targets, done: &[LeaseId]) -> Vec<&'s Silent> {
+    silent
+        .iter()
+        .filter(|s| {
+            targets
+                .nodes
+                .get(&s.node)
+                .is_some_and(|t| t.lease == s.lease)
+        })
+        .filter(|s| !done.contains(&s.lease))
+        .collect()
+}
+
 /// Publish who is silent, waking the receiver only when the nodes or their leases change.
 fn publish(tx: &watch::Sender<Vec<Silent>>, now: Vec<Silent>) {
     tx.send_if_modified(|v| {
@@ -444,6 +461,24 @@ mod tests {
         // Fencing disabled: nothing.
         d.cluster.fencing = FencingPolicy::Disabled;
         assert!(targets(&d, &view).nodes.is_empty());
+    }
+
+    #[test]
+    fn only_silent_nodes_still_probed_for_that_lease_are_revoked_and_each_once() {
+        let silent = |node: &str, lease: i64| Silent {
+            node: node.into(),
+            lease: LeaseId(lease),
+            for_: Duration::from_secs(1),
+        };
+        let now = vec![silent("alpha", 1), silent("beta", 2), silent("gamma", 3)];
+        // beta holds another lease by now; gamma is no longer probed (maintenance, a watchdog).
+        let t = with(&[("alpha", target(7712, 1)), ("beta", target(7713, 9))]);
+        let names = |v: Vec<&Silent>| v.iter().map(|s| s.node.clone()).collect::<Vec<_>>();
+        assert_eq!(names(to_revoke(&now, &t, &[])), ["alpha"]);
+        // Revoked already: not again.
+        assert!(to_revoke(&now, &t, &[LeaseId(1)]).is_empty());
+        // Nobody probed (no heartbeat timeout, or this controller no longer leads): nobody.
+        assert!(to_revoke(&now, &Targets::default(), &[]).is_empty());
     }
 
     #[test]

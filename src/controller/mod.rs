@@ -235,41 +235,8 @@ pub async fn run(
         }
         tokio::select! {
             _ = ticker.tick() => quiet_ticks += 1,
-            Ok(()) = silent.changed() => {
-                let now_silent = silent.borrow_and_update().clone();
-                revoked_leases.retain(|l| now_silent.iter().any(|s| s.lease == *l));
-                for s in now_silent {
-                    // Only a leader revokes, each lease once, and the record goes first, in a
-                    // write guarded by its leadership (a deposed controller revokes nothing):
-                    // from the revoke on, the node's self-fence deadline counts a TTL later
-                    // (it may still count on the lease that long). The lease named is the one
-                    // that went silent: a node back with a new lease has another, and the
-                    // revoke fails harmlessly.
-                    let Some(rev) = elected else { break };
-                    if revoked_leases.contains(&s.lease) {
-                        continue;
-                    }
-                    let record = crate::store::cluster::RevokedLease { at: clock(), lease: s.lease.0 };
-                    let put = Op::put(cs.revoked_key(&s.node), serde_json::to_vec(&record).unwrap());
-                    if !matches!(cs.leader_txn(&opts.id, rev, &[], vec![put]).await, Ok(true)) {
-                        continue;
-                    }
-                    match cs.store.revoke(s.lease).await {
-                        Ok(()) => {
-                            let m = format!(
-                                "node {} answered no heartbeat for {:?}: its lease {} revoked",
-                                s.node, s.for_, s.lease
-                            );
-                            tracing::warn!("{m}");
-                            emit(m);
-                            revoked_leases.push(s.lease);
-                            dirty = true;
-                        }
-                        Err(crate::store::StoreError::LeaseNotFound { .. }) => revoked_leases.push(s.lease),
-                        Err(_) => {}
-                    }
-                }
-            }
+            // Someone went silent, or answered again: the round decides, on its own view.
+            Ok(()) = silent.changed() => dirty = true,
             _ = stop.changed() => {}
             r = revisions.changed(), if source_open => {
                 // A closed source leaves the last revision in force.
@@ -393,13 +360,56 @@ pub async fn run(
             Ok(v) => v,
             Err(_) => {
                 stats.lock().unwrap().store_reachable = false;
+                dirty = true; // what this round was for is still to do
                 continue;
             }
         };
+        let targets = heartbeat::targets(&d, &view);
+        // Revoke the lease of each node gone silent that is still probed for it under this
+        // round's view. Only a leader revokes, each lease once, and the record goes first, in
+        // a write guarded by its leadership (a deposed controller revokes nothing): from the
+        // revoke on, the node's self-fence deadline counts a TTL later (it may still count on
+        // the lease that long). A node back with a new lease has another, and a revoke of the
+        // old one fails harmlessly. A write or revoke that fails is tried again next tick.
+        let now_silent = silent.borrow_and_update().clone();
+        revoked_leases.retain(|l| now_silent.iter().any(|s| s.lease == *l));
+        let mut revoked_any = false;
+        for s in heartbeat::to_revoke(&now_silent, &targets, &revoked_leases) {
+            let record = crate::store::cluster::RevokedLease {
+                at: clock(),
+                lease: s.lease.0,
+            };
+            let put = Op::put(
+                cs.revoked_key(&s.node),
+                serde_json::to_vec(&record).unwrap(),
+            );
+            if !matches!(cs.leader_txn(&opts.id, rev, &[], vec![put]).await, Ok(true)) {
+                dirty = true;
+                continue;
+            }
+            match cs.store.revoke(s.lease).await {
+                Ok(()) => {
+                    let m = format!(
+                        "node {} answered no heartbeat for {:?}: its lease {} revoked",
+                        s.node, s.for_, s.lease
+                    );
+                    tracing::warn!("{m}");
+                    emit(m);
+                    revoked_leases.push(s.lease);
+                    revoked_any = true;
+                }
+                Err(crate::store::StoreError::LeaseNotFound { .. }) => revoked_leases.push(s.lease),
+                Err(_) => dirty = true,
+            }
+        }
+        if revoked_any {
+            // This view still has those leases: plan on the next one, at once.
+            dirty = true;
+            continue;
+        }
         heartbeat_targets.send_if_modified(|t| {
-            let new = heartbeat::targets(&d, &view);
-            let changed = *t != new;
-            *t = new;
+            let changed = *t != targets;
+            *t = targets;
             changed
         });
         let now = clock();
