@@ -32,6 +32,20 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { MiMalloc.dealloc(p, l) };
         IN_USE.fetch_sub(l.size(), Ordering::Relaxed);
     }
+    /// mimalloc's own, which often grows a block in place, as in the binary.
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+        let q = unsafe { MiMalloc.realloc(p, l, new_size) };
+        if !q.is_null() {
+            if new_size >= l.size() {
+                let now =
+                    IN_USE.fetch_add(new_size - l.size(), Ordering::Relaxed) + new_size - l.size();
+                PEAK.fetch_max(now, Ordering::Relaxed);
+            } else {
+                IN_USE.fetch_sub(l.size() - new_size, Ordering::Relaxed);
+            }
+        }
+        q
+    }
 }
 
 #[global_allocator]

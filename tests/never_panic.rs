@@ -1009,3 +1009,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_source_without_manifest_files_is_an_error_not_a_panic() {
+    let (report, rendered) = check(mem(Vec::new()));
+    assert!(report.has_errors());
+    assert!(
+        rendered.iter().any(|r| r.code == "no-manifests"),
+        "{rendered:?}"
+    );
+    assert!(Desired::load(&mem(Vec::new())).1.is_err());
+}

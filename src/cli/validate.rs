@@ -37,24 +37,17 @@ pub fn run(args: Args) -> u8 {
     }
     let report = manifest::check(&Paths::new(args.paths.clone()));
     let mut rendered = report.rendered();
-    if report.set.files.is_empty() {
-        rendered.push(Rendered {
-            severity: Severity::Error,
-            code: "no-manifests",
-            file: None,
-            line: None,
-            column: None,
-            field: None,
-            message: format!(
-                "no manifest files (*.yaml, *.yml) under {}",
-                args.paths
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            hint: Some("point rampart at the directory holding your manifests".into()),
-        });
+    // Validation finds a source without manifest files; say where it looked.
+    for d in rendered.iter_mut().filter(|d| d.code == "no-manifests") {
+        d.message = format!(
+            "{} under {}",
+            d.message,
+            args.paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     if args.quiet {
         rendered.retain(|d| d.severity == Severity::Error);

@@ -33,6 +33,16 @@ pub fn validate(set: &ManifestSet) -> Vec<Diagnostic> {
         facts: Vec::new(),
         xml_index: None,
     };
+    if set.files.is_empty() {
+        v.push(
+            Diagnostic::error(
+                "no-manifests",
+                Anchor::None,
+                "no manifest files (*.yaml, *.yml)",
+            )
+            .hint("point rampart at the directory holding your manifests"),
+        );
+    }
     v.cluster();
     v.names();
     v.nodes();

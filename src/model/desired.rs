@@ -130,7 +130,10 @@ pub struct Desired {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("the manifests do not validate ({errors} errors); a revision that fails validation is never applied")]
+#[error(
+    "the manifests do not validate ({errors} error{}); a revision that fails validation is never applied",
+    if *errors == 1 { "" } else { "s" }
+)]
 pub struct Invalid {
     pub errors: usize,
 }
@@ -155,6 +158,8 @@ impl Desired {
                 .count();
             return Err(Invalid { errors });
         }
+        // Validation refuses a set without exactly one Cluster, a volume without exactly one
+        // kind, and a source without manifests.
         Ok(built().expect("a valid set has one Cluster, and one kind for each volume"))
     }
 
@@ -164,11 +169,13 @@ impl Desired {
     pub fn load(source: &dyn crate::source::Source) -> (Report, Result<Desired, Invalid>) {
         let (set, mut diagnostics) = crate::manifest::load(source);
         let (found, built) = std::thread::scope(|s| {
-            let building = s.spawn(|| Self::build(&set));
+            let building = std::thread::Builder::new().spawn_scoped(s, || Self::build(&set));
             let found = crate::manifest::validate(&set);
-            let built = building
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            let built = match building {
+                Ok(b) => b.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                // No thread to be had: one after the other.
+                Err(_) => Self::build(&set),
+            };
             (found, built)
         });
         diagnostics.extend(found);
