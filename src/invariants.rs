@@ -73,7 +73,13 @@ fn safe(d: &Desired, o: &Observed, prev: &Placement, node: &str, now: Time) -> b
         return true;
     }
     let watchdog = d.nodes.get(node).and_then(|n| n.watchdog);
-    let end = no.lease_end(since, d.cluster.lease_ttl);
+    // The rule written out here on its own, not through `NodeObserved::lease_end`, which the
+    // planner uses, so that a mistake there shows: a node whose lease was revoked early may
+    // count on it for a TTL after the revoke.
+    let end = match no.lease_revoked {
+        Some(revoked) => since.max(revoked.plus(d.cluster.lease_ttl)),
+        None => since,
+    };
     match (watchdog, d.cluster.fencing) {
         (Some(w), _) => now >= end.plus(w),
         (None, FencingPolicy::Disabled) => now >= end,
@@ -391,6 +397,38 @@ mod tests {
 
     use super::*;
     use crate::model::{Assignment, NodeObserved, VmObserved, VmState};
+
+    /// A node with a watchdog whose lease was revoked early may count on it for a TTL after
+    /// the revoke, so its self-fence deadline is a watchdog timeout after that, not after the
+    /// moment the lease was found gone.
+    #[test]
+    fn an_early_revoke_puts_the_self_fence_deadline_a_ttl_later() {
+        let mut d = reference();
+        let w = std::time::Duration::from_secs(5);
+        d.nodes.get_mut("beta").unwrap().watchdog = Some(w);
+        d.cluster.fencing = crate::manifest::cluster::FencingPolicy::Required;
+        let ttl = d.cluster.lease_ttl;
+        let (revoked, since) = (Time(50_000), Time(51_000));
+        let mut o = Observed::default();
+        o.nodes.insert(
+            "beta".into(),
+            NodeObserved {
+                lease: Lease::Expired(since),
+                fence_attempts: vec![],
+                report: None,
+                lease_revoked: Some(revoked),
+            },
+        );
+        let prev = Placement::default();
+        let deadline = revoked.plus(ttl).plus(w);
+        assert!(since.plus(w) < deadline);
+        assert!(!safe(&d, &o, &prev, "beta", since.plus(w)));
+        assert!(!safe(&d, &o, &prev, "beta", Time(deadline.0 - 1)));
+        assert!(safe(&d, &o, &prev, "beta", deadline));
+        // Without the revoke, the deadline counts from when the lease was found gone.
+        o.nodes.get_mut("beta").unwrap().lease_revoked = None;
+        assert!(safe(&d, &o, &prev, "beta", since.plus(w)));
+    }
 
     fn reference() -> Desired {
         crate::model::reference_desired()
