@@ -493,8 +493,9 @@ impl Inner {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&vip.address);
-                e.message
-                    .push_str("; the address was taken off again, so the next pass adds it anew");
+                e.message.push_str(
+                    "; the address (and a route added for it) was taken off again, so the next pass adds it anew",
+                );
             }
             return Err(e);
         }
@@ -512,6 +513,9 @@ impl Inner {
         arp: Option<(ArpSocket, arp::Mac, std::net::Ipv4Addr)>,
     ) -> Result<(), DriverError> {
         let iface = vip.interface.as_str();
+        // The route this call added, if any: taken off again if the announcement fails, as
+        // the caller takes the address off (a route that was there before stays).
+        let mut added_route = None;
         if let Some(gateway) = &vip.gateway {
             let gw: IpAddr = gateway
                 .parse()
@@ -522,7 +526,7 @@ impl Inner {
                 .map_err(|e| retry(step, format!("netlink: {}", describe(&e))))?;
             if existing.is_empty() {
                 match nl.add_default_route(link.index, gw).await {
-                    Ok(()) => {}
+                    Ok(()) => added_route = Some(gw),
                     Err(e) if errno(&e) == Some(libc::EEXIST) => {
                         return Err(retry(
                             step,
@@ -544,9 +548,12 @@ impl Inner {
             // others follow in the background, so that the next action (another address, the
             // report that ends a failover) does not wait out `count - 1` intervals.
             let interval = Duration::from_millis(vip.arp_interval_ms);
-            packet::announce(&sock, mac, v4, vip.arp_count.min(1), interval)
-                .await
-                .map_err(|e| retry(step, format!("gratuitous ARP on {iface}: {e}")))?;
+            if let Err(e) = packet::announce(&sock, mac, v4, vip.arp_count.min(1), interval).await {
+                if let Some(gw) = added_route {
+                    let _ = delete_default_routes(nl, link, gw).await;
+                }
+                return Err(retry(step, format!("gratuitous ARP on {iface}: {e}")));
+            }
             if vip.arp_count > 1 {
                 let rest = vip.arp_count - 1;
                 let (address, iface) = (vip.address.clone(), iface.to_string());
@@ -606,25 +613,15 @@ impl Inner {
         };
         if let Some(gateway) = &vip.gateway {
             if let Ok(gw) = gateway.parse::<IpAddr>() {
-                let routes = nl
-                    .default_routes_via(link.index, gw)
-                    .await
-                    .map_err(|e| retry(step, format!("netlink: {}", describe(&e))))?;
-                for r in routes {
-                    match nl.del_route(r).await {
-                        Ok(()) => {}
-                        Err(e) if errno(&e) == Some(libc::ESRCH) => {}
-                        Err(e) => {
-                            return Err(retry(
-                                step,
-                                format!(
-                                    "delete default route via {gw} dev {iface}: {}",
-                                    describe(&e)
-                                ),
-                            ))
-                        }
-                    }
-                }
+                delete_default_routes(&nl, &link, gw).await.map_err(|e| {
+                    retry(
+                        step,
+                        format!(
+                            "delete default route via {gw} dev {iface}: {}",
+                            describe(&e)
+                        ),
+                    )
+                })?;
             }
         }
         let addrs = nl
@@ -650,6 +647,18 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// Every default route via `gw` on `link`; one already gone is no error.
+async fn delete_default_routes(nl: &Rtnl, link: &Link, gw: IpAddr) -> Result<(), rtnetlink::Error> {
+    for r in nl.default_routes_via(link.index, gw).await? {
+        match nl.del_route(r).await {
+            Ok(()) => {}
+            Err(e) if errno(&e) == Some(libc::ESRCH) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 fn connect(step: &str) -> Result<Rtnl, DriverError> {
