@@ -12,9 +12,6 @@
 //! 6. VMs assigned here are started — after their volumes are Primary;
 //! 7. addresses assigned here are added — after their VM runs.
 //!
-//! VMs start in their `startOrder` (lower first) and stop or leave in the reverse; the
-//! executor runs the starts (or stops) of one order together, and the next order after them.
-//!
 //! The executor runs the list in order and stops at the first failure; the next pass starts
 //! again from what the host then reports, so every partial state is finished idempotently.
 
@@ -67,9 +64,6 @@ pub struct LocalResources {
     pub lease_ttl_ms: u64,
     #[serde(default)]
     pub renew_interval_ms: u64,
-    /// VM name -> its `startOrder`, for the VMs whose order is not 0.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub vm_start_order: BTreeMap<String, i32>,
 }
 
 impl LocalResources {
@@ -92,29 +86,6 @@ impl LocalResources {
                 .collect(),
             lease_ttl_ms: d.cluster.lease_ttl.as_millis() as u64,
             renew_interval_ms: d.cluster.renew_interval.as_millis() as u64,
-            vm_start_order: d
-                .vms
-                .iter()
-                .filter(|(_, v)| v.start_order != 0)
-                .map(|(n, v)| (n.clone(), v.start_order))
-                .collect(),
-        }
-    }
-
-    /// A VM's `startOrder`: lower starts first and stops last.
-    pub fn start_order(&self, vm: &str) -> i32 {
-        self.vm_start_order.get(vm).copied().unwrap_or(0)
-    }
-}
-
-impl Action {
-    /// The VM a start, stop or migration acts on.
-    pub fn vm(&self) -> Option<&str> {
-        match self {
-            Action::StartVm { vm } | Action::StopVm { vm } | Action::MigrateVm { vm, .. } => {
-                Some(vm)
-            }
-            _ => None,
         }
     }
 }
@@ -148,23 +119,20 @@ pub fn actions(assignment: &Assignment, host: &HostReport, res: &LocalResources)
             });
         }
     }
-    // 2. and 3. VMs leaving, the highest start order first.
-    let mut leaving = Vec::new();
+    // 2. and 3. VMs leaving.
     for (vm, obs) in &host.vms {
         if !obs.state.is_active() {
             continue;
         }
         match assignment.vms.get(vm) {
             Some(VmTarget::Run) | Some(VmTarget::Incoming(_)) => {}
-            Some(VmTarget::MigrateTo(to)) => leaving.push(Action::MigrateVm {
+            Some(VmTarget::MigrateTo(to)) => out.push(Action::MigrateVm {
                 vm: vm.clone(),
                 to: to.clone(),
             }),
-            None => leaving.push(Action::StopVm { vm: vm.clone() }),
+            None => out.push(Action::StopVm { vm: vm.clone() }),
         }
     }
-    leaving.sort_by_key(|a| std::cmp::Reverse(a.vm().map_or(0, |v| res.start_order(v))));
-    out.extend(leaving);
     // 4. Volumes to demote or take down.
     for (vol, obs) in &host.volumes {
         match assignment.volumes.get(vol) {
@@ -202,19 +170,12 @@ pub fn actions(assignment: &Assignment, host: &HostReport, res: &LocalResources)
             });
         }
     }
-    // 6. VMs to start, the lowest start order first.
-    let mut starting: Vec<&String> = assignment
-        .vms
-        .iter()
-        .filter(|(vm, target)| **target == VmTarget::Run && !host.vm_running(vm))
-        .map(|(vm, _)| vm)
-        .collect();
-    starting.sort_by_key(|vm| res.start_order(vm));
-    out.extend(
-        starting
-            .into_iter()
-            .map(|vm| Action::StartVm { vm: vm.clone() }),
-    );
+    // 6. VMs to start.
+    for (vm, target) in &assignment.vms {
+        if *target == VmTarget::Run && !host.vm_running(vm) {
+            out.push(Action::StartVm { vm: vm.clone() });
+        }
+    }
     // 7. Addresses to add, once their VM runs (it was started above if it wasn't).
     for (addr, vip) in &assigned_addresses {
         if host.addresses.contains(*addr) {
@@ -268,52 +229,6 @@ mod tests {
             out_of_sync_kib: 0,
             split_brain: false,
         }
-    }
-
-    /// Lower start orders start first and stop last; equal orders keep name order.
-    #[test]
-    fn vms_start_by_start_order_and_stop_in_reverse() {
-        let mut r = res();
-        r.vm_start_order = [("dns".to_string(), -10), ("db".to_string(), 5)].into();
-        let run = |names: &[&str]| -> BTreeMap<String, VmTarget> {
-            names
-                .iter()
-                .map(|n| (n.to_string(), VmTarget::Run))
-                .collect()
-        };
-        let a = Assignment {
-            generation: 1,
-            vms: run(&["app", "db", "dns", "web"]),
-            ..Default::default()
-        };
-        let vms = |list: &[Action]| -> Vec<String> { list.iter().map(|a| a.to_string()).collect() };
-        assert_eq!(
-            vms(&actions(&a, &HostReport::default(), &r)),
-            [
-                "start vm dns",
-                "start vm app",
-                "start vm web",
-                "start vm db"
-            ]
-        );
-        let host = HostReport {
-            vms: ["app", "db", "dns", "web"]
-                .iter()
-                .map(|n| {
-                    (
-                        n.to_string(),
-                        VmObserved {
-                            state: VmState::Running,
-                        },
-                    )
-                })
-                .collect(),
-            ..Default::default()
-        };
-        assert_eq!(
-            vms(&actions(&Assignment::default(), &host, &r)),
-            ["stop vm db", "stop vm app", "stop vm web", "stop vm dns"]
-        );
     }
 
     #[test]

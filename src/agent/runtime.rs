@@ -233,7 +233,7 @@ pub async fn run(
                         // Stage by stage as a pass goes (VM stops together, so twenty VMs do
                         // not take twenty stop timeouts), every action tried even when an
                         // earlier one failed.
-                        let _ = run_stages(&drivers, &list, &res, &me, &events, true).await;
+                        let _ = run_stages(&drivers, &list, &me, &events, true).await;
                     }
                 } else {
                     // A host that cannot be looked at is not known to be clean.
@@ -297,7 +297,7 @@ pub async fn run(
                     match drivers.observe(st.held.generation).await {
                         Ok(host) => {
                             let list = local::actions(&st.held, &host, &res);
-                            let result = run_actions(&drivers, &list, &res, &me, &events).await;
+                            let result = run_actions(&drivers, &list, &me, &events).await;
                             {
                                 let mut s = stats.lock().unwrap();
                                 s.reconciles += 1;
@@ -502,12 +502,11 @@ const STAGE_PARALLEL: usize = 8;
 async fn run_actions(
     drivers: &Drivers,
     list: &[Action],
-    res: &LocalResources,
     me: &str,
     events: &Option<mpsc::UnboundedSender<Event>>,
 ) -> Result<(), (Action, String)> {
     drivers.prepare(list).await;
-    run_stages(drivers, list, res, me, events, false).await
+    run_stages(drivers, list, me, events, false).await
 }
 
 /// Run `list` stage by stage (see [`stages`]), at most [`STAGE_PARALLEL`] actions of a stage at
@@ -517,7 +516,6 @@ async fn run_actions(
 async fn run_stages(
     drivers: &Drivers,
     list: &[Action],
-    res: &LocalResources,
     me: &str,
     events: &Option<mpsc::UnboundedSender<Event>>,
     keep_going: bool,
@@ -529,7 +527,7 @@ async fn run_stages(
         ""
     };
     let mut failed = None;
-    for stage in stages(list, res) {
+    for stage in stages(list) {
         let started: Vec<_> = stage.iter().map(|a| drivers.apply(a)).collect();
         let results: Vec<_> = futures_util::stream::iter(started)
             .buffered(STAGE_PARALLEL)
@@ -551,14 +549,12 @@ async fn run_stages(
     failed.map_or(Ok(()), Err)
 }
 
-/// The stages of [`run_actions`]: runs of consecutive VM starts, or stops, of one start order
-/// that may run together, and every other action alone.
-fn stages<'l>(list: &'l [Action], res: &LocalResources) -> Vec<&'l [Action]> {
-    let order = |a: &Action| a.vm().map_or(0, |v| res.start_order(v));
+/// The stages of [`run_actions`]: runs of consecutive actions of one kind that may run
+/// together, and every other action alone.
+fn stages(list: &[Action]) -> Vec<&[Action]> {
     let together = |a: &Action, b: &Action| {
         std::mem::discriminant(a) == std::mem::discriminant(b)
             && matches!(a, Action::StartVm { .. } | Action::StopVm { .. })
-            && order(a) == order(b)
     };
     list.chunk_by(|a, b| together(a, b)).collect()
 }
@@ -669,17 +665,8 @@ mod stage_tests {
                 address: "192.0.2.8/24".into(),
             },
         ];
-        let res = LocalResources::default();
-        let sizes: Vec<usize> = stages(&list, &res).iter().map(|s| s.len()).collect();
+        let sizes: Vec<usize> = stages(&list).iter().map(|s| s.len()).collect();
         assert_eq!(sizes, vec![2, 1, 1, 1, 2, 1, 1, 1, 1]);
-        // Starts of different start orders are stages of their own, in the list's order.
-        let res = LocalResources {
-            vm_start_order: [("a".to_string(), -1)].into(),
-            ..Default::default()
-        };
-        let starts = [start("a"), start("b"), start("c")];
-        let sizes: Vec<usize> = stages(&starts, &res).iter().map(|s| s.len()).collect();
-        assert_eq!(sizes, vec![1, 2]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -688,9 +675,7 @@ mod stage_tests {
         let d = drivers(vms.clone());
         let list: Vec<Action> = ["a", "b", "c", "d"].iter().map(|v| start(v)).collect();
         let t = Instant::now();
-        run_actions(&d, &list, &LocalResources::default(), "alpha", &None)
-            .await
-            .unwrap();
+        run_actions(&d, &list, "alpha", &None).await.unwrap();
         // Virtual time: four starts of 200 ms each, together.
         assert_eq!(t.elapsed(), Duration::from_millis(200));
         assert_eq!(vms.most.load(Ordering::SeqCst), 4);
@@ -706,7 +691,7 @@ mod stage_tests {
             start("c"),
             Action::StopVm { vm: "x".into() },
         ];
-        let (failed, why) = run_actions(&d, &list, &LocalResources::default(), "alpha", &None)
+        let (failed, why) = run_actions(&d, &list, "alpha", &None)
             .await
             .expect_err("bad fails");
         assert_eq!(failed, start("bad"));
@@ -736,7 +721,7 @@ mod stage_tests {
             vm: "m".into(),
             to: "beta".into(),
         });
-        let (failed, _) = run_stages(&d, &list, &LocalResources::default(), "alpha", &None, true)
+        let (failed, _) = run_stages(&d, &list, "alpha", &None, true)
             .await
             .expect_err("bad fails");
         assert_eq!(failed, Action::StopVm { vm: "bad".into() });
