@@ -479,9 +479,19 @@ impl Inner {
         // The route and the first announcement. If either fails after this call added the
         // address, the address is taken off again: the agent acts only on missing addresses,
         // so one left up but unannounced (or without its route) would stay that way.
-        let finished = self.finish_add(step, &nl, &link, vip, arp).await;
+        let mut added_route = None;
+        let finished = self
+            .finish_add(step, &nl, &link, vip, arp, &mut added_route)
+            .await;
         if let Err(mut e) = finished {
             if !present {
+                // With the route this call added for it (one that was there before stays).
+                let mut what = "the address was";
+                if let Some(gw) = added_route {
+                    if delete_default_routes(&nl, &link, gw).await.is_ok() {
+                        what = "the address and the route added for it were";
+                    }
+                }
                 let addrs = nl.addresses().await.unwrap_or_default();
                 for a in addrs
                     .iter()
@@ -493,9 +503,9 @@ impl Inner {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&vip.address);
-                e.message.push_str(
-                    "; the address (and a route added for it) was taken off again, so the next pass adds it anew",
-                );
+                e.message.push_str(&format!(
+                    "; {what} taken off again, so the next pass adds it anew"
+                ));
             }
             return Err(e);
         }
@@ -503,7 +513,8 @@ impl Inner {
     }
 
     /// After the address is up: its gateway route, then the first round of gratuitous ARP
-    /// (the rest in the background).
+    /// (the rest in the background). `added_route` tells the gateway of a route this call
+    /// added, for the caller to take off with the address if what follows fails.
     async fn finish_add(
         &self,
         step: &str,
@@ -511,11 +522,9 @@ impl Inner {
         link: &Link,
         vip: &VipConfig,
         arp: Option<(ArpSocket, arp::Mac, std::net::Ipv4Addr)>,
+        added_route: &mut Option<IpAddr>,
     ) -> Result<(), DriverError> {
         let iface = vip.interface.as_str();
-        // The route this call added, if any: taken off again if the announcement fails, as
-        // the caller takes the address off (a route that was there before stays).
-        let mut added_route = None;
         if let Some(gateway) = &vip.gateway {
             let gw: IpAddr = gateway
                 .parse()
@@ -526,7 +535,7 @@ impl Inner {
                 .map_err(|e| retry(step, format!("netlink: {}", describe(&e))))?;
             if existing.is_empty() {
                 match nl.add_default_route(link.index, gw).await {
-                    Ok(()) => added_route = Some(gw),
+                    Ok(()) => *added_route = Some(gw),
                     Err(e) if errno(&e) == Some(libc::EEXIST) => {
                         return Err(retry(
                             step,
@@ -548,12 +557,9 @@ impl Inner {
             // others follow in the background, so that the next action (another address, the
             // report that ends a failover) does not wait out `count - 1` intervals.
             let interval = Duration::from_millis(vip.arp_interval_ms);
-            if let Err(e) = packet::announce(&sock, mac, v4, vip.arp_count.min(1), interval).await {
-                if let Some(gw) = added_route {
-                    let _ = delete_default_routes(nl, link, gw).await;
-                }
-                return Err(retry(step, format!("gratuitous ARP on {iface}: {e}")));
-            }
+            packet::announce(&sock, mac, v4, vip.arp_count.min(1), interval)
+                .await
+                .map_err(|e| retry(step, format!("gratuitous ARP on {iface}: {e}")))?;
             if vip.arp_count > 1 {
                 let rest = vip.arp_count - 1;
                 let (address, iface) = (vip.address.clone(), iface.to_string());
