@@ -3,9 +3,11 @@
 //! must read it exactly as serde_yaml does; and the reference manifests, the examples and the
 //! generated repository must take the fast path, or it would speed nothing up.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rampart::manifest::quick_yaml;
+use rampart::source::fs::Paths;
+use rampart::source::Source;
 use rampart::synth::{self, Shape};
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -16,21 +18,6 @@ fn reference(text: &str) -> Option<Vec<Value>> {
         out.push(Value::deserialize(de).ok()?);
     }
     Some(out)
-}
-
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            yaml_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-            out.push(p);
-        }
-    }
 }
 
 /// The fast path's documents for `text`, checked against serde_yaml; whether it read them.
@@ -52,18 +39,23 @@ fn check(name: &str, text: &str) -> bool {
 #[test]
 fn every_yaml_file_in_the_repository_is_read_as_serde_yaml_reads_it() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files = Vec::new();
-    for dir in ["manifests", "examples", "tests"] {
-        yaml_files(&root.join(dir), &mut files);
-    }
+    // Every *.yaml and *.yml file, read the way rampart reads a manifest tree.
+    let files =
+        Paths::new(["manifests", "examples", "tests"].map(|d| root.join(d))).manifest_files();
     assert!(files.len() > 100, "found only {} YAML files", files.len());
     let mut read = 0;
     for f in &files {
-        let Ok(text) = std::fs::read_to_string(f) else {
-            continue; // deliberately broken files (not UTF-8) in tests/invalid
+        // Deliberately broken files (unreadable, not UTF-8) in tests/invalid are no YAML.
+        let Some(text) = f
+            .content
+            .as_ref()
+            .ok()
+            .and_then(|b| std::str::from_utf8(b).ok())
+        else {
+            continue;
         };
-        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-        let rel = f.strip_prefix(root).unwrap().display().to_string();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let rel = f.path.strip_prefix(root).unwrap().display().to_string();
         let fast = check(&rel, text);
         read += usize::from(fast);
         if rel.starts_with("manifests/") || rel.starts_with("examples/three-node") {

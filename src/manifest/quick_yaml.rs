@@ -112,16 +112,38 @@ impl<'a> Parser<'a, '_> {
         }
     }
 
-    /// A block sequence whose first entry is `first`, at `first.indent`.
-    fn sequence(&mut self, first: Line<'a>, depth: usize) -> Option<Value> {
+    /// The entries of a block collection at `first.indent`, `first` the line of the first:
+    /// each read by `entry` once `self.pos` is past its line. The collection goes on while
+    /// the next line is at its indentation and of its kind (an entry of a sequence, `-`, or
+    /// of a mapping, a key); a deeper line after an entry is declined.
+    fn block(
+        &mut self,
+        first: Line<'a>,
+        depth: usize,
+        sequence: bool,
+        mut entry: impl FnMut(&mut Self, Line<'a>) -> Option<()>,
+    ) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
         }
-        let indent = first.indent;
-        let mut items = Vec::new();
         let mut line = first;
         loop {
             self.pos += 1; // past the entry's line
+            entry(self, line)?;
+            match self.peek() {
+                Some(next) if next.indent == line.indent && is_entry(next.content) == sequence => {
+                    line = next
+                }
+                Some(next) if next.indent > line.indent => return None,
+                _ => return Some(()),
+            }
+        }
+    }
+
+    /// A block sequence whose first entry is `first`, at `first.indent`.
+    fn sequence(&mut self, first: Line<'a>, depth: usize) -> Option<Value> {
+        let mut items = Vec::new();
+        self.block(first, depth, true, |p, line| {
             let rest = &line.content[1..];
             let after = rest.trim_start_matches(' ');
             if !rest.is_empty() && !rest.starts_with(' ') {
@@ -133,21 +155,18 @@ impl<'a> Parser<'a, '_> {
             let item = if starts_node {
                 // `- - a` or `- key: value`: a block node starting on this line.
                 let inner = Line {
-                    indent: indent + 1 + (rest.len() - after.len()),
+                    indent: line.indent + 1 + (rest.len() - after.len()),
                     content: after,
                 };
-                self.pos -= 1;
-                self.node_inline(inner, depth + 1)?
+                p.pos -= 1;
+                p.node_inline(inner, depth + 1)?
             } else {
-                self.value(after, indent, depth, false)?
+                p.value(after, line.indent, depth, false)?
             };
             items.push(item);
-            match self.peek() {
-                Some(next) if next.indent == indent && is_entry(next.content) => line = next,
-                Some(next) if next.indent > indent => return None,
-                _ => return Some(Value::Sequence(items)),
-            }
-        }
+            Some(())
+        })?;
+        Some(Value::Sequence(items))
     }
 
     /// The value after `key:` or `-` at `indent`: `text`, the rest of the line, or when that
@@ -188,29 +207,18 @@ impl<'a> Parser<'a, '_> {
 
     /// A block mapping whose first entry is `first`, at `first.indent`.
     fn mapping(&mut self, first: Line<'a>, depth: usize) -> Option<Value> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        let indent = first.indent;
         let mut map = Mapping::new();
-        let mut line = first;
-        loop {
-            self.pos += 1; // past the entry's line
+        self.block(first, depth, false, |p, line| {
             let (key, rest) = split_key(line.content)?.filter(|(k, _)| k.len() <= MAX_KEY)?;
             let key = match resolve(key)? {
                 Value::String(s) => Value::String(s),
                 _ => return None, // `true:`, `null:`, `1:` are not string keys
             };
-            let value = self.value(rest, indent, depth, true)?;
-            if map.insert(key, value).is_some() {
-                return None; // a duplicate key: serde_yaml's error, with its position
-            }
-            match self.peek() {
-                Some(next) if next.indent == indent && !is_entry(next.content) => line = next,
-                Some(next) if next.indent > indent => return None,
-                _ => return Some(Value::Mapping(map)),
-            }
-        }
+            let value = p.value(rest, line.indent, depth, true)?;
+            // A duplicate key: serde_yaml's error, with its position.
+            map.insert(key, value).is_none().then_some(())
+        })?;
+        Some(Value::Mapping(map))
     }
 }
 
@@ -552,51 +560,114 @@ kind: Node
         assert!(parse(&shallow).is_some() && agrees(&shallow));
     }
 
+    /// Scalars as written: plain words, numbers of every form, YAML's special words, and text
+    /// with the characters that end or change a plain scalar.
+    pub(super) const SCALARS: &[&str] = &[
+        "a",
+        "vm1",
+        "hv0003",
+        "1",
+        "0",
+        "012",
+        "1.5",
+        "1e5",
+        "1.",
+        "10.1.0.1",
+        "172.16.0.1/12",
+        "1536MiB",
+        "10s",
+        "10:00",
+        "null",
+        "~",
+        "true",
+        "False",
+        "yes",
+        "inf",
+        ".inf",
+        "-1",
+        "-10",
+        "-0",
+        "-01",
+        "-1.5",
+        "-1x",
+        "+1",
+        "0x1f",
+        "0o7",
+        "-",
+        "a b",
+        "a  b",
+        "a#b",
+        "a #b",
+        "a:b",
+        "a: b",
+        "a:",
+        ":a",
+        "[a]",
+        "{}",
+        "[]",
+        "[ ]",
+        "[a, b]",
+        "[a,b,]",
+        "[a, [b]]",
+        "['a', \"b\"]",
+        "\"q\"",
+        "\"q\\n\"",
+        "'it''s'",
+        "'a",
+        "\"a",
+        "&x a",
+        "*x",
+        "!t a",
+        "|",
+        ">",
+        "@a",
+        "`a",
+        "%a",
+        "? a",
+        "- a",
+        "-a",
+        "#",
+        "# c",
+        "a,b",
+        "x]",
+        "é",
+        "\"a\" b",
+        "'a'#c",
+        "'a' #c",
+        "[a] x",
+        "[a] #c",
+        "{a: 1}",
+        "/dev/x",
+        "_x",
+        "",
+        "18446744073709551616",
+        "1e400",
+        "-.inf",
+        ".nan",
+        "1e",
+        "1_000",
+        "abc",
+        "nan",
+        "Infinity",
+        "Null",
+        "True",
+        "FALSE",
+        "off",
+        "18446744073709551615",
+        "1,2",
+        "a[0]",
+        "x{y}",
+        "-012",
+        "-1e5",
+        "-1a",
+        "-10:00",
+        "-9223372036854775808",
+        "-9223372036854775809",
+    ];
+
     #[test]
     fn agrees_with_serde_yaml_on_scalars() {
-        for s in [
-            "1",
-            "0",
-            "012",
-            "1.5",
-            "1e5",
-            "1.",
-            "1e",
-            "10.1.0.1",
-            "10:00",
-            "1_000",
-            "1536MiB",
-            "abc",
-            "inf",
-            "nan",
-            "Infinity",
-            "null",
-            "Null",
-            "~",
-            "True",
-            "FALSE",
-            "yes",
-            "off",
-            "a#b",
-            "a b",
-            "/dev/x",
-            "_x",
-            "18446744073709551615",
-            "18446744073709551616",
-            "1e400",
-            "1,2",
-            "a[0]",
-            "x{y}",
-            "-1",
-            "-0",
-            "-012",
-            "-1.5",
-            "-1e5",
-            "-1a",
-            "-10:00",
-            "-9223372036854775808",
-            "-9223372036854775809",
-        ] {
+        for s in SCALARS {
             let text = format!("k: {s}\n");
             assert!(agrees(&text), "{text:?}");
         }
@@ -607,97 +678,13 @@ kind: Node
 mod properties {
     //! Generated text: either declined, or read exactly as serde_yaml reads it.
 
-    use super::tests::{reference, shown};
+    use super::tests::{reference, shown, SCALARS};
     use proptest::prelude::*;
 
-    /// Scalars as written: plain words, numbers of every form, YAML's special words, and text
-    /// with the characters that end or change a plain scalar.
+    /// A scalar of [`SCALARS`], or short random text.
     fn scalar_text() -> impl Strategy<Value = String> {
         prop_oneof![
-            prop::sample::select(vec![
-                "a",
-                "vm1",
-                "hv0003",
-                "1",
-                "0",
-                "012",
-                "1.5",
-                "1e5",
-                "1.",
-                "10.1.0.1",
-                "172.16.0.1/12",
-                "1536MiB",
-                "10s",
-                "10:00",
-                "null",
-                "~",
-                "true",
-                "False",
-                "yes",
-                "inf",
-                ".inf",
-                "-1",
-                "-10",
-                "-0",
-                "-01",
-                "-1.5",
-                "-1x",
-                "+1",
-                "0x1f",
-                "0o7",
-                "-",
-                "a b",
-                "a  b",
-                "a#b",
-                "a #b",
-                "a:b",
-                "a: b",
-                "a:",
-                ":a",
-                "[a]",
-                "{}",
-                "[]",
-                "[ ]",
-                "[a, b]",
-                "[a,b,]",
-                "[a, [b]]",
-                "['a', \"b\"]",
-                "\"q\"",
-                "\"q\\n\"",
-                "'it''s'",
-                "'a",
-                "\"a",
-                "&x a",
-                "*x",
-                "!t a",
-                "|",
-                ">",
-                "@a",
-                "`a",
-                "%a",
-                "? a",
-                "- a",
-                "-a",
-                "#",
-                "# c",
-                "a,b",
-                "x]",
-                "é",
-                "\"a\" b",
-                "'a'#c",
-                "'a' #c",
-                "[a] x",
-                "[a] #c",
-                "{a: 1}",
-                "/dev/x",
-                "_x",
-                "",
-                "18446744073709551616",
-                "1e400",
-                "-.inf",
-                ".nan",
-            ])
-            .prop_map(str::to_string),
+            prop::sample::select(SCALARS.to_vec()).prop_map(str::to_string),
             "[a-z0-9 .:#/_-]{0,6}",
         ]
     }
